@@ -1,0 +1,88 @@
+"""Identity networks: the siamese guide / Proxy-NCA embedder, and its head.
+
+Two forms, chosen by config:
+- `ResNetIdentity`: the release's ResNet-18-style network (3x3 stem, batch
+  norm, BasicBlocks [2, 2, 2, 2], global average pool, FC 512 -> 1024, ReLU,
+  FC 1024 -> embedding). Batch-norm statistics live in `batch_stats`.
+- the paper's form, "same architecture as the discriminator": a
+  `Discriminator` with `out_features = embedding size` and no output
+  activation (see `build_identity_network` in `ciagan_jax.models.factory`).
+`ClassificationHead` turns an embedding into identity logits for the
+"Classification" ablation.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ciagan_jax.models import layers
+
+Array = jax.Array
+
+
+def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
+    # PyTorch BatchNorm2d: momentum 0.1 (flax: 0.9 decay), eps 1e-5.
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+
+
+def _conv(features: int, kernel: int, stride: int, name: str, dtype) -> nn.Conv:
+    pad = kernel // 2
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                   padding=((pad, pad), (pad, pad)), use_bias=False,
+                   kernel_init=layers.torch_default_kernel_init,
+                   dtype=dtype, name=name)
+
+
+class BasicBlock(nn.Module):
+    features: int
+    stride: int = 1
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool) -> Array:
+        out = _conv(self.features, 3, self.stride, "conv1", self.dtype)(x)
+        out = nn.relu(_batch_norm(train, "bn1")(out))
+        out = _conv(self.features, 3, 1, "conv2", self.dtype)(out)
+        out = _batch_norm(train, "bn2")(out)
+        if self.stride != 1 or x.shape[-1] != self.features:
+            x = _conv(self.features, 1, self.stride, "shortcut_conv", self.dtype)(x)
+            x = _batch_norm(train, "shortcut_bn")(x)
+        return nn.relu(out + x)
+
+
+class ResNetIdentity(nn.Module):
+    """Release identity network; output (N, out_features) is the embedding."""
+
+    out_features: int
+    stage_features: Sequence[int] = (64, 128, 256, 512)
+    blocks_per_stage: Sequence[int] = (2, 2, 2, 2)
+    hidden_features: int = 1024
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: Array, *, train: bool) -> Array:
+        h = x.astype(self.dtype) if self.dtype else x
+        h = _conv(self.stage_features[0], 3, 1, "conv1", self.dtype)(h)
+        h = nn.relu(_batch_norm(train, "bn1")(h))
+        for s, (f, n) in enumerate(zip(self.stage_features, self.blocks_per_stage)):
+            for b in range(n):
+                stride = 2 if (s > 0 and b == 0) else 1
+                h = BasicBlock(f, stride, self.dtype, name=f"layer{s + 1}_{b}")(h, train=train)
+        h = jnp.mean(h.astype(jnp.float32), axis=(1, 2))
+        h = layers.torch_dense(self.hidden_features, self.stage_features[-1], name="linear1")(h)
+        h = nn.relu(h)
+        return layers.torch_dense(self.out_features, self.hidden_features, name="linear2")(h)
+
+
+class ClassificationHead(nn.Module):
+    """Linear identity classifier on top of an identity embedding."""
+
+    num_identities: int
+
+    @nn.compact
+    def __call__(self, embedding: Array) -> Array:
+        return layers.torch_dense(self.num_identities, embedding.shape[-1], name="logits")(embedding)

@@ -1,0 +1,92 @@
+"""CIAGAN with the paper's values (Maximov et al., CVPR 2020, and its supplementary).
+
+Run:
+  python -m ciagan_jax.main --config configs/default.py --workdir workdirs/default \
+      --config.data.dir=/path/to/preprocessed_celeba
+
+Where the paper and the official release disagree, this file takes the
+paper and `configs/release.py` the release (see ../shared/docs/ciagan-method.md).
+"""
+
+from ml_collections import config_dict
+
+
+def get_config() -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+
+    c.seed = 0  # Seeds parameter init, pair sampling, augmentation and control identities.
+    c.image_size = 128  # Training resolution (64, 128 or 256); the bottleneck is always 4x4.
+    c.num_identities = 1200  # Size of the one-hot control vector (paper: 1200 CelebA identities).
+    c.batch_size = 16  # Global batch of pairs, split over the 'data' mesh axis.
+    c.num_train_steps = 120_000  # Iterations (one iteration = identity + critic + generator steps).
+    c.log_every_steps = 50  # Scalar summaries cadence.
+    c.checkpoint_every_steps = 1000  # Orbax checkpoint cadence (plus one at the end).
+    c.keep_checkpoints = 3  # Orbax max_to_keep.
+    c.sample_every_steps = 1000  # Sample-grid cadence (TensorBoard + workdir/samples/*.png).
+    c.compute_dtype = "float32"  # 'bfloat16' for mixed precision on GPU/TPU (fp32 master weights).
+
+    c.data = config_dict.ConfigDict()
+    c.data.dir = config_dict.placeholder(str)  # Preprocessed data dir (python -m ciagan_jax.preprocess).
+    c.data.train_split = "train"  # Split the GAN and the identity network train on.
+    c.data.eval_split = "test"  # Held-out identities for evaluation.
+    c.data.same_identity_fraction = 0.5  # Share of each batch whose pair shares an identity.
+
+    c.model = config_dict.ConfigDict()
+    c.model.generator_input = "landmarks"  # 'landmarks' (CIAGAN) or 'face' (ablation "Faces input").
+    c.model.identity_guidance = "siamese"  # 'siamese' (contrastive) or 'classification' (ablation).
+
+    g = c.model.generator = config_dict.ConfigDict()
+    g.encoder_features = (32, 64, 128, 256, 256)  # ResBlockDown widths, 128 -> 4 px.
+    g.decoder_features = (256, 128, 64, 32, 16)  # ResBlockUp widths, 4 -> 128 px.
+    g.bottleneck_features = 256  # Width of the bottleneck conv and residual blocks.
+    g.num_res_blocks = 4  # Residual blocks at 4x4.
+    g.bottleneck_relu = True  # Paper's Table 2: ReLU after the bottleneck conv (release: none).
+    g.embedder_dense_features = (256, 256, 256, 256, 512, 512, 512)  # Identity embedder FC widths.
+    g.embedder_conv_features = (64, 128, 256)  # Identity embedder conv widths at 4x4.
+
+    d = c.model.discriminator = config_dict.ConfigDict()
+    d.features = (32, 64, 128, 256, 512)  # Paper's Table 3 widths (release: 64..512).
+    d.hidden_features = 1024  # First FC layer width.
+    d.with_landmarks = False  # Paper: the critic sees the composite only (3 ch); release adds landmarks (6 ch).
+    d.output_activation = True  # LeakyReLU(0.2) on the critic output, as in both sources.
+
+    i = c.model.identity = config_dict.ConfigDict()
+    i.arch = "discriminator"  # Paper: "same architecture as the discriminator"; release: 'resnet'.
+    i.features = (32, 64, 128, 256, 512)  # Widths for arch='discriminator' (ResBlockDown stack).
+    i.resnet_stage_features = (64, 128, 256, 512)  # Widths for arch='resnet'.
+    i.hidden_features = 1024  # FC width before the embedding layer.
+    i.embedding_dim = 256  # Output width for arch='discriminator' (our choice; the paper gives none).
+    i.masked = False  # Release FLAG_SIAM_MASK: embed only the face region when True.
+
+    l = c.loss = config_dict.ConfigDict()
+    l.gan = "lsgan"  # 'lsgan', 'vanilla' (non-saturating) or 'wgan_gp'.
+    l.lsgan_form = "paper"  # 'paper': 0.5 * squared error; 'mse': the release's mean squared error.
+    l.gp_weight = 10.0  # WGAN-GP gradient-penalty weight.
+    l.contrastive_margin = 3.0  # Contrastive-loss margin (release value).
+    l.identity_weight = 1.0  # Weight of the identity-guidance term in the generator loss.
+    l.proxy_nca_temperature = 1.0 / 3.0  # Proxy-NCA temperature (embeddings and proxies L2-normalised).
+
+    s = c.schedule = config_dict.ConfigDict()
+    s.identity_steps = 1  # Identity-network (siamese) steps per iteration.
+    s.critic_steps = 5  # Critic steps per iteration (each draws a fake and a real batch).
+    s.generator_steps = 1  # Generator steps per iteration.
+
+    o = c.optim = config_dict.ConfigDict()
+    o.learning_rate = 1e-5  # Adam lr for all three networks (paper; release 1e-4).
+    o.b1 = 0.5  # Adam beta1.
+    o.b2 = 0.9  # Adam beta2 (paper; release 0.999).
+
+    p = c.pretrain = config_dict.ConfigDict()
+    p.enabled = True  # Start GAN training from a Proxy-NCA-pretrained identity network.
+    p.num_steps = 20_000  # Proxy-NCA steps (--mode=pretrain_identity).
+    p.batch_size = 64  # Real photos per Proxy-NCA step.
+    p.learning_rate = 1e-4  # Adam lr for the pretraining.
+    p.proxy_learning_rate = 1e-2  # Proxies learn faster than the network (Movshovitz-Attias et al.).
+    p.checkpoint_every_steps = 1000  # Checkpoint cadence of the pretraining.
+    p.dir = config_dict.placeholder(str)  # Pretrained identity checkpoint; default workdir/identity_pretrain.
+
+    m = c.mesh = config_dict.ConfigDict()
+    m.shard_params = False  # Shard large parameters over the 'data' axis (FSDP-style) instead of replicating.
+    m.shard_min_size = 2**20  # With shard_params, only arrays with at least this many elements are sharded.
+
+    return c

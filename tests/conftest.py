@@ -1,0 +1,27 @@
+"""Shared pytest fixtures.
+
+`shared_data` points at the real data beside the checkout (../shared/data);
+tests that need it are skipped with the reason spelled out when it is absent
+(a user's clone has no shared/ folder).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import ciagan_jax  # noqa: F401  (sets the XLA CPU flags before JAX starts)
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(
+    os.environ.get("CIAGAN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+    """Root of the real data set; skips the test when it is not there."""
+    if not (SHARED_DATA / "celeba_sample").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (expected ../shared/data "
+                    "beside the checkout, or set CIAGAN_SHARED_DATA)")
+    return SHARED_DATA

@@ -1,0 +1,134 @@
+"""Network structure: exact release parameter counts, shapes at every size, spectral norm."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ciagan_jax import config_loading
+from ciagan_jax.models import factory, layers
+from ciagan_jax.models.generator import Generator, num_resolution_levels
+
+
+def _count(init_fn, config):
+    return factory.count_params(jax.eval_shape(lambda: init_fn(config, jax.random.key(0))))
+
+
+def test_parameter_counts_equal_official_release_at_128px_1200_identities():
+    config = config_loading.load_config("release")
+    assert config.image_size == 128 and config.num_identities == 1200
+    assert _count(factory.init_generator, config) == 11_801_123
+    assert _count(factory.init_discriminator, config) == 18_233_409
+    assert factory.discriminator_channels(config) == 6
+    assert _count(factory.init_identity_network, config) == 12_924_144
+
+
+def test_paper_config_builds_three_channel_critic_and_discriminator_form_identity_net():
+    config = config_loading.load_config("default")
+    assert factory.discriminator_channels(config) == 3
+    v = jax.eval_shape(lambda: factory.init_identity_network(config, jax.random.key(0)))
+    assert "spectral" in v and "batch_stats" not in v  # Discriminator form, not the ResNet.
+    out = jax.eval_shape(lambda: factory.build_identity_network(config).apply(
+        factory.init_identity_network(config, jax.random.key(0)),
+        jnp.zeros((2, 128, 128, 3)), train=False))
+    assert out.shape == (2, config.model.identity.embedding_dim)
+
+
+@pytest.mark.parametrize("size,enc,dec", [
+    (64, (8, 16, 32, 32), (32, 16, 8, 4)),
+    (128, (4, 8, 16, 32, 32), (32, 16, 8, 4, 2)),
+    (256, (4, 4, 8, 16, 32, 32), (32, 16, 8, 4, 2, 2)),
+])
+def test_generator_output_matches_input_size_for_64_128_256(size, enc, dec):
+    g = Generator(num_identities=3, image_size=size, encoder_features=enc, decoder_features=dec,
+                  bottleneck_features=32, embedder_dense_features=(16, 16, 16, 16, 64, 64, 64),
+                  embedder_conv_features=(8, 16, 32))
+    x = jnp.zeros((2, size, size, 6))
+    oh = jax.nn.one_hot(jnp.array([0, 2]), 3)
+    out = jax.eval_shape(lambda: g.apply(g.init(jax.random.key(0), x, oh, train=False), x, oh,
+                                         train=False))
+    assert out.shape == (2, size, size, 3)
+
+
+def test_image_size_that_is_not_a_power_of_two_is_rejected_clearly():
+    with pytest.raises(ValueError, match="power of two"):
+        num_resolution_levels(96)
+
+
+def test_smoke_generator_runs_and_training_call_updates_spectral_vectors():
+    config = config_loading.load_config("smoke")
+    g = factory.build_generator(config)
+    v = factory.init_generator(config, jax.random.key(1))
+    s = config.image_size
+    x = jax.random.uniform(jax.random.key(2), (2, s, s, 6))
+    oh = jax.nn.one_hot(jnp.array([1, 3]), config.num_identities)
+    y_eval = g.apply(v, x, oh, train=False)
+    assert y_eval.shape == (2, s, s, 3) and bool(jnp.isfinite(y_eval).all())
+    y_train, new = g.apply(v, x, oh, train=True, mutable=["spectral"])
+    before = jax.tree.leaves(v["spectral"])
+    after = jax.tree.leaves(new["spectral"])
+    assert any(not np.allclose(a, b) for a, b in zip(before, after))
+    # Eval mode reads the stored vectors only: repeated calls are identical.
+    np.testing.assert_array_equal(np.asarray(g.apply(v, x, oh, train=False)), np.asarray(y_eval))
+
+
+def _torch_style_power_step(w_torch: np.ndarray, u: np.ndarray, v: np.ndarray):
+    """PyTorch spectral_norm's training step on W = weight.reshape(out, -1)."""
+    del v
+    v_new = w_torch.T @ u
+    v_new /= max(np.linalg.norm(v_new), 1e-12)
+    u_new = w_torch @ v_new
+    u_new /= max(np.linalg.norm(u_new), 1e-12)
+    sigma = u_new @ w_torch @ v_new
+    return u_new, v_new, sigma
+
+
+def test_spectral_conv_matches_pytorch_power_iteration_and_eval_division():
+    rng = np.random.default_rng(0)
+    kh, cin, cout = 3, 4, 5
+    kernel = rng.normal(size=(kh, kh, cin, cout)).astype(np.float32)
+    bias = rng.normal(size=(cout,)).astype(np.float32)
+    u0 = rng.normal(size=(cout,)).astype(np.float32)
+    u0 /= np.linalg.norm(u0)
+    v0 = rng.normal(size=(kh * kh * cin,)).astype(np.float32)
+    v0 /= np.linalg.norm(v0)
+    # PyTorch layout: weight (out, in, kh, kw), v over (in, kh, kw).
+    w_torch = kernel.transpose(3, 2, 0, 1).reshape(cout, -1)
+    v0_torch = v0.reshape(kh, kh, cin).transpose(2, 0, 1).ravel()
+    conv = layers.SpectralConv(cout, kh)
+    variables = {"params": {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)},
+                 "spectral": {"u": jnp.asarray(u0), "v": jnp.asarray(v0)}}
+    x = jnp.asarray(rng.normal(size=(1, 6, 6, cin)).astype(np.float32))
+
+    # Eval: divide by u^T W v from the stored vectors, no iteration.
+    sigma_eval = u0 @ w_torch @ v0_torch
+    y = conv.apply(variables, x, update_stats=False)
+    ref = jax.lax.conv_general_dilated(x, kernel / sigma_eval, (1, 1), "VALID",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+    np.testing.assert_allclose(np.asarray(y), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+    # Train: one power step first, then the same division.
+    y_t, new = conv.apply(variables, x, update_stats=True, mutable=["spectral"])
+    u1, v1, sigma1 = _torch_style_power_step(w_torch, u0, v0_torch)
+    np.testing.assert_allclose(np.asarray(new["spectral"]["u"]), u1, rtol=1e-5, atol=1e-6)
+    v1_flax = v1.reshape(cin, kh, kh).transpose(1, 2, 0).ravel()
+    np.testing.assert_allclose(np.asarray(new["spectral"]["v"]), v1_flax, rtol=1e-5, atol=1e-6)
+    ref_t = jax.lax.conv_general_dilated(x, kernel / sigma1, (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+    np.testing.assert_allclose(np.asarray(y_t), np.asarray(ref_t), rtol=1e-5, atol=1e-5)
+
+
+def test_reflection_pad_and_nearest_upsample_follow_pytorch_conventions():
+    x = jnp.arange(9.0).reshape(1, 3, 3, 1)
+    padded = np.asarray(layers.reflect_pad(x, 1))[0, :, :, 0]
+    assert padded[0].tolist() == [4.0, 3.0, 4.0, 5.0, 4.0]  # Edge not repeated.
+    up = np.asarray(layers.upsample2(x))[0, :, :, 0]
+    assert up.shape == (6, 6) and up[1, 1] == 0.0 and up[2, 3] == 4.0
+
+
+def test_nchw_flatten_uses_pytorch_element_order():
+    x = jnp.arange(2 * 2 * 3, dtype=jnp.float32).reshape(1, 2, 2, 3)  # NHWC
+    torch_order = np.asarray(x).transpose(0, 3, 1, 2).reshape(1, -1)
+    np.testing.assert_array_equal(np.asarray(layers.nchw_flatten(x)), torch_order)
