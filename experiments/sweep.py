@@ -1,0 +1,172 @@
+"""Runs a list of configs / overrides into sibling workdirs and tabulates them.
+
+  python experiments/sweep.py experiments/ablation_sweep.py --root workdirs/ablation \
+      [--set data.dir=/path/to/data] [--evaluate] [--dry-run] [--only NAME ...]
+
+A sweep file defines `get_sweep() -> list[dict]`, each entry
+`{"name": str, "config": "configs/x.py[:arg]", "overrides": {"a.b": value}}`.
+Every run goes to `ROOT/<name>` through `python -m ciagan_jax.main`, so a
+run that was interrupted resumes from its checkpoint when the sweep is
+started again, and finished runs are not redone (their last checkpoint is
+the final step). With `--evaluate` each run is also evaluated
+(`--mode=evaluate`). The table (`ROOT/sweep.md`, `ROOT/sweep.json`) holds
+each run's final training scalars (read from its TensorBoard events) and,
+when present, its evaluation report (detection, Recall@1, FID): for the
+ablation sweep this is the paper's Table 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+from typing import Any, Sequence
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Columns of the paper's Table 1, taken from workdir/eval/report.json.
+EVAL_COLUMNS = (("detection_hog", "Detection HOG (%)"), ("recall_at_1_dlib", "Recall@1 dlib (%)"),
+                ("recall_at_1_pnca", "Recall@1 PNCA (%)"), ("fid", "FID"))
+
+
+def load_sweep(path: str) -> list[dict[str, Any]]:
+    spec = importlib.util.spec_from_file_location("_sweep", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    runs = module.get_sweep()
+    names = [r["name"] for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: run names must be unique, got {names}")
+    return runs
+
+
+def command_for(run: dict[str, Any], workdir: pathlib.Path, mode: str,
+                extra: Sequence[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "ciagan_jax.main", f"--config={run['config']}",
+           f"--workdir={workdir}", f"--mode={mode}"]
+    for key, value in run.get("overrides", {}).items():
+        cmd.append(f"--config.{key}={value}")
+    cmd += [f"--config.{item}" for item in extra]
+    return cmd
+
+
+def final_scalars(workdir: pathlib.Path) -> dict[str, float]:
+    """Last value of every scalar tag in the workdir's TensorBoard event files."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf  # Only to read event files.
+
+    last: dict[str, tuple[int, float]] = {}
+    for events in sorted(workdir.rglob("events.out.tfevents.*")):
+        try:
+            for event in tf.compat.v1.train.summary_iterator(str(events)):
+                for value in event.summary.value:
+                    if value.HasField("simple_value"):
+                        scalar = value.simple_value
+                    elif value.HasField("tensor") and not value.tensor.tensor_shape.dim:
+                        scalar = float(tf.make_ndarray(value.tensor))
+                    else:
+                        continue
+                    if value.tag not in last or event.step >= last[value.tag][0]:
+                        last[value.tag] = (event.step, scalar)
+        except tf.errors.DataLossError:
+            # A run killed mid-write leaves a truncated last record; keep what was read.
+            print(f"warning: truncated event file {events}", file=sys.stderr)
+    return {tag: v for tag, (_, v) in last.items()}
+
+
+def collect(root: pathlib.Path, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        wd = root / run["name"]
+        row: dict[str, Any] = {"name": run["name"], "config": run["config"],
+                               "overrides": run.get("overrides", {})}
+        if wd.is_dir():
+            row["train"] = final_scalars(wd)
+            report = wd / "eval" / "report.json"
+            if report.exists():
+                row["eval"] = json.loads(report.read_text())
+        rows.append(row)
+    return rows
+
+
+def _ciagan_eval_row(report: dict[str, Any]) -> dict[str, Any]:
+    """The CIAGAN method's metrics from an evaluation report, whatever its nesting."""
+    methods = report.get("methods", report)
+    if isinstance(methods, dict):
+        return methods.get("ciagan", {})
+    for m in methods:
+        if m.get("name") == "ciagan":
+            return m
+    return {}
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    train_tags = sorted({t for r in rows for t in r.get("train", {}) if "loss" in t})
+    head = ["run"] + [c for _, c in EVAL_COLUMNS] + train_tags
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ev = _ciagan_eval_row(r.get("eval", {}))
+        cells = [r["name"]]
+        for key, _ in EVAL_COLUMNS:
+            v = ev.get(key)
+            cells.append(f"{v:.2f}" if isinstance(v, (int, float)) else "-")
+        for tag in train_tags:
+            v = r.get("train", {}).get(tag)
+            cells.append(f"{v:.4g}" if v is not None else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", help="sweep file defining get_sweep()")
+    parser.add_argument("--root", required=True, help="parent folder of the runs' workdirs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override applied to every run (e.g. data.dir=/data)")
+    parser.add_argument("--evaluate", action="store_true", help="also run --mode=evaluate")
+    parser.add_argument("--only", nargs="*", help="run only these names")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--collect-only", action="store_true", help="only rebuild the table")
+    args = parser.parse_args(argv)
+
+    runs = load_sweep(args.sweep)
+    if args.only:
+        unknown = set(args.only) - {r["name"] for r in runs}
+        if unknown:
+            parser.error(f"unknown run names {sorted(unknown)}")
+        runs = [r for r in runs if r["name"] in args.only]
+    root = pathlib.Path(args.root).resolve()
+    failures = []
+    if not args.collect_only:
+        for run in runs:
+            modes = ["train"] + (["evaluate"] if args.evaluate else [])
+            for mode in modes:
+                cmd = command_for(run, root / run["name"], mode, args.set)
+                print("$ " + " ".join(cmd), flush=True)
+                if args.dry_run:
+                    continue
+                result = subprocess.run(cmd, cwd=REPO_ROOT, check=False)
+                if result.returncode != 0:
+                    print(f"run {run['name']} ({mode}) failed with exit code "
+                          f"{result.returncode}; continuing with the others", file=sys.stderr)
+                    failures.append(f"{run['name']}:{mode}")
+                    break
+    if args.dry_run:
+        return 0
+    rows = collect(root, runs)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sweep.json").write_text(json.dumps(rows, indent=2, default=str))
+    table = markdown_table(rows)
+    (root / "sweep.md").write_text(table + "\n")
+    print(table)
+    if failures:
+        print(f"failed: {', '.join(failures)}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
