@@ -27,6 +27,11 @@ def compute_dtype(config: ml_collections.ConfigDict):
                          f"got {config.compute_dtype!r}") from e
 
 
+def fused_resampling(config: ml_collections.ConfigDict) -> bool:
+    """Whether pooling/upsampling is folded into the neighbouring convs (default on)."""
+    return bool(config.model.get("fused_resampling", True))
+
+
 def build_generator(config: ml_collections.ConfigDict) -> Generator:
     g = config.model.generator
     return Generator(
@@ -39,14 +44,16 @@ def build_generator(config: ml_collections.ConfigDict) -> Generator:
         bottleneck_relu=g.bottleneck_relu,
         embedder_dense_features=tuple(g.embedder_dense_features),
         embedder_conv_features=tuple(g.embedder_conv_features),
-        dtype=compute_dtype(config))
+        dtype=compute_dtype(config),
+        fused_resampling=fused_resampling(config))
 
 
 def build_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
     d = config.model.discriminator
     return Discriminator(image_size=config.image_size, features=tuple(d.features),
                          hidden_features=d.hidden_features, out_features=1,
-                         output_activation=d.output_activation, dtype=compute_dtype(config))
+                         output_activation=d.output_activation, dtype=compute_dtype(config),
+                         fused_resampling=fused_resampling(config))
 
 
 def discriminator_channels(config: ml_collections.ConfigDict) -> int:
@@ -63,7 +70,8 @@ def build_identity_network(config: ml_collections.ConfigDict) -> nn.Module:
     if i.arch == "discriminator":
         return Discriminator(image_size=config.image_size, features=tuple(i.features),
                              hidden_features=i.hidden_features, out_features=i.embedding_dim,
-                             output_activation=False, dtype=compute_dtype(config))
+                             output_activation=False, dtype=compute_dtype(config),
+                             fused_resampling=fused_resampling(config))
     raise ValueError(f"model.identity.arch must be 'resnet' or 'discriminator', got {i.arch!r}")
 
 

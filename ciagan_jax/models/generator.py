@@ -81,6 +81,7 @@ class Generator(nn.Module):
     embedder_dense_features: Sequence[int] = (256, 256, 256, 256, 512, 512, 512)
     embedder_conv_features: Sequence[int] = (64, 128, 256)
     dtype: jnp.dtype | None = None
+    fused_resampling: bool = True  # Pool/upsample folded into convs: same function, fewer FLOPs.
 
     def setup_check(self) -> None:
         levels = num_resolution_levels(self.image_size)
@@ -97,7 +98,8 @@ class Generator(nn.Module):
         kinit, binit = layers.xavier_normal, layers.generator_bias_init
         h = x.astype(self.dtype) if self.dtype else x
         for i, f in enumerate(self.encoder_features):
-            h = layers.ResBlockDown(f, kinit, binit, self.dtype, name=f"enc_{i}")(h, train=train)
+            h = layers.ResBlockDown(f, kinit, binit, self.dtype, self.fused_resampling,
+                                   name=f"enc_{i}")(h, train=train)
             h = layers.instance_norm(f"enc_norm_{i}")(h)
 
         identity = IdentityEmbedder(self.num_identities, self.embedder_dense_features,
@@ -115,7 +117,8 @@ class Generator(nn.Module):
                                 name=f"res_{i}")(h, train=train)
 
         for i, f in enumerate(self.decoder_features):
-            h = layers.ResBlockUp(f, kinit, binit, self.dtype, name=f"dec_{i}")(h, train=train)
+            h = layers.ResBlockUp(f, kinit, binit, self.dtype, self.fused_resampling,
+                                 name=f"dec_{i}")(h, train=train)
             h = layers.instance_norm(f"dec_norm_{i}")(h)
 
         # The last conv is plain: zero padding, no spectral norm (as released).

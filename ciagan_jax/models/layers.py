@@ -54,27 +54,26 @@ xavier_normal = nn.initializers.xavier_normal()
 generator_bias_init = nn.initializers.constant(0.01)
 
 
-class SpectralConv(nn.Module):
-    """Conv2d (stride 1, VALID) with PyTorch-style spectral normalisation.
+class SpectralNormKernel(nn.Module):
+    """Conv kernel and bias with PyTorch-style spectral normalisation.
 
     Variables: params `kernel` (kh, kw, in, out) and `bias` (out,); state
     `spectral/u` (out,) and `spectral/v` (kh*kw*in,). With
-    W = kernel.reshape(-1, out), the effective kernel is kernel / sigma with
+    W = kernel.reshape(-1, out), returns (kernel / sigma, bias) with
     sigma = v^T W u. In training (`update_stats=True`) one power iteration
     from the stored vectors runs first (gradients stopped through u and v,
-    not through sigma), as in `torch.nn.utils.spectral_norm`.
+    not through sigma), as in `torch.nn.utils.spectral_norm`; in eval the
+    stored vectors are used as they are.
     """
 
     features: int
     kernel_size: int
     kernel_init: Initializer | None = None
     bias_init: Initializer | None = None
-    dtype: jnp.dtype | None = None
 
     @nn.compact
-    def __call__(self, x: Array, *, update_stats: bool) -> Array:
+    def __call__(self, in_features: int, *, update_stats: bool) -> tuple[Array, Array]:
         k = self.kernel_size
-        in_features = x.shape[-1]
         fan_in = k * k * in_features
         kernel_init = self.kernel_init or torch_default_kernel_init
         bias_init = self.bias_init or torch_default_bias_init(fan_in)
@@ -95,13 +94,15 @@ class SpectralConv(nn.Module):
             u = _l2_normalize(w_sg.T @ v)
             u_var.value, v_var.value = u, v
         sigma = v @ (w @ u)
-        w_sn = kernel / sigma
+        return kernel / sigma, bias
 
-        dtype = self.dtype or x.dtype
-        y = jax.lax.conv_general_dilated(
-            x.astype(dtype), w_sn.astype(dtype), window_strides=(1, 1), padding="VALID",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y + bias.astype(dtype)
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x: Array, kernel: Array, stride: int = 1) -> Array:
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
+                                        dimension_numbers=_DN)
 
 
 def reflect_pad(x: Array, pad: int) -> Array:
@@ -111,20 +112,109 @@ def reflect_pad(x: Array, pad: int) -> Array:
     return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
 
 
+def _pool_folded_kernel(kernel: Array) -> Array:
+    """3x3 kernel -> 4x4 kernel whose stride-2 conv equals conv3x3 then avg-pool 2.
+
+    Average pooling of a stride-1 conv averages the conv at four offsets, and
+    a conv is linear in its kernel: the same sum, reassociated.
+    """
+    k4 = jnp.zeros((4, 4) + kernel.shape[2:], kernel.dtype)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            k4 = k4.at[dy:dy + 3, dx:dx + 3].add(kernel)
+    return 0.25 * k4
+
+
+def _upsample_phase_kernel(kernel: Array) -> Array:
+    """3x3 kernel -> (2, 2, in, 4*out): nearest-upsample x2 then conv3x3, per output phase.
+
+    After nearest upsampling, each output pixel of phase (a, b) sees only a
+    2x2 neighbourhood of the low-resolution input, with the 3x3 taps that
+    land on the same source pixel summed: rows (K0, K1 + K2) for a = 0 and
+    (K0 + K1, K2) for a = 1, likewise for columns.
+    """
+    def taps(k: Array, axis: int) -> tuple[Array, Array]:
+        k0, k1, k2 = jnp.split(k, 3, axis=axis)
+        return (jnp.concatenate([k0, k1 + k2], axis=axis),
+                jnp.concatenate([k0 + k1, k2], axis=axis))
+
+    phases = []
+    for rows in taps(kernel, 0):
+        phases.extend(taps(rows, 1))
+    return jnp.concatenate(phases, axis=-1)  # Phases (0,0), (0,1), (1,0), (1,1).
+
+
+def _upsample_conv3x3(x: Array, kernel: Array) -> Array:
+    """conv3x3(reflect_pad(upsample2(x), 1)) computed at the input resolution.
+
+    Reflection padding of a nearest-upsampled map repeats the edge source
+    pixel, which is edge padding of the low-resolution input.
+    """
+    n, h, w, _ = x.shape
+    out = kernel.shape[-1]
+    y = _conv(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge"),
+              _upsample_phase_kernel(kernel))
+    y = y.reshape(n, h + 1, w + 1, 2, 2, out)
+    rows = []
+    for a in (0, 1):
+        rows.append(jnp.stack([y[:, a:a + h, b:b + w, a, b] for b in (0, 1)], axis=3))
+    return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, out)
+
+
+def conv_resample(x: Array, kernel: Array, bias: Array, resample: str = "none",
+                  fused: bool = True) -> Array:
+    """Reflection-padded stride-1 conv with optional resampling around it.
+
+    resample: 'none'; 'down' = the conv followed by 2x2 average pooling;
+    'up' = nearest x2 upsampling followed by the conv. With `fused` the same
+    function is computed with fewer FLOPs (pool before a 1x1 conv, a 4x4
+    stride-2 conv for 3x3 + pool, a phase-decomposed conv for up + 3x3);
+    results equal the literal order up to float rounding (tested).
+    """
+    k = kernel.shape[0]
+    if resample == "none":
+        y = _conv(reflect_pad(x, k // 2), kernel)
+    elif resample == "down":
+        if fused and k == 1:
+            y = _conv(avg_pool2(x), kernel)
+        elif fused and k == 3:
+            y = _conv(reflect_pad(x, 1), _pool_folded_kernel(kernel), stride=2)
+        else:
+            y = avg_pool2(_conv(reflect_pad(x, k // 2), kernel))
+    elif resample == "up":
+        if fused and k == 1:
+            y = upsample2(_conv(x, kernel))
+        elif fused and k == 3:
+            y = _upsample_conv3x3(x, kernel)
+        else:
+            y = _conv(reflect_pad(upsample2(x), k // 2), kernel)
+    else:
+        raise ValueError(f"resample must be 'none', 'down' or 'up', got {resample!r}")
+    return y + bias.astype(y.dtype)
+
+
 class ConvLayer(nn.Module):
-    """Reflection padding of k//2 followed by a spectrally normalised conv."""
+    """The release's ConvLayer: reflection pad k//2 + spectrally normalised conv.
+
+    `resample` fuses the neighbouring 2x2 average pool ('down', after the
+    conv) or nearest x2 upsample ('up', before the conv) into the conv.
+    """
 
     features: int
     kernel_size: int = 3
     kernel_init: Initializer | None = None
     bias_init: Initializer | None = None
     dtype: jnp.dtype | None = None
+    fused: bool = True
 
     @nn.compact
-    def __call__(self, x: Array, *, train: bool) -> Array:
-        x = reflect_pad(x, self.kernel_size // 2)
-        return SpectralConv(self.features, self.kernel_size, self.kernel_init, self.bias_init,
-                            dtype=self.dtype, name="conv2d")(x, update_stats=train)
+    def __call__(self, x: Array, *, train: bool, resample: str = "none") -> Array:
+        kernel, bias = SpectralNormKernel(self.features, self.kernel_size, self.kernel_init,
+                                          self.bias_init, name="conv2d")(x.shape[-1],
+                                                                         update_stats=train)
+        dtype = self.dtype or x.dtype
+        return conv_resample(x.astype(dtype), kernel.astype(dtype), bias.astype(dtype),
+                             resample, self.fused)
 
 
 def instance_norm(name: str | None = None) -> nn.InstanceNorm:
@@ -133,7 +223,9 @@ def instance_norm(name: str | None = None) -> nn.InstanceNorm:
 
 
 def avg_pool2(x: Array) -> Array:
-    return nn.avg_pool(x, (2, 2), strides=(2, 2))
+    """2x2 average pooling, stride 2 (a reshape-mean: cheaper gradients than reduce_window)."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
 def upsample2(x: Array) -> Array:
@@ -143,59 +235,51 @@ def upsample2(x: Array) -> Array:
     return x.reshape(n, 2 * h, 2 * w, c)
 
 
-class ResBlockDown(nn.Module):
+class _Block(nn.Module):
+    """Shared fields of the residual blocks."""
+
+    features: int
+    kernel_init: Initializer | None = None
+    bias_init: Initializer | None = None
+    dtype: jnp.dtype | None = None
+    fused: bool = True  # Fold pooling/upsampling into the convs (same function, fewer FLOPs).
+
+    def conv(self, kernel_size: int, name: str) -> ConvLayer:
+        return ConvLayer(self.features, kernel_size, self.kernel_init, self.bias_init,
+                         self.dtype, self.fused, name=name)
+
+
+class ResBlockDown(_Block):
     """Main: ReLU, conv3x3, ReLU, conv3x3, avg-pool 2. Skip: conv1x1, avg-pool 2."""
 
-    features: int
-    kernel_init: Initializer | None = None
-    bias_init: Initializer | None = None
-    dtype: jnp.dtype | None = None
-
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
-        conv = lambda k, name: ConvLayer(self.features, k, self.kernel_init, self.bias_init,
-                                         self.dtype, name=name)
-        out = conv(3, "conv_r1")(nn.relu(x), train=train)
-        out = conv(3, "conv_r2")(nn.relu(out), train=train)
-        out = avg_pool2(out)
-        skip = avg_pool2(conv(1, "conv_l")(x, train=train))
+        out = self.conv(3, "conv_r1")(nn.relu(x), train=train)
+        out = self.conv(3, "conv_r2")(nn.relu(out), train=train, resample="down")
+        skip = self.conv(1, "conv_l")(x, train=train, resample="down")
         return out + skip
 
 
-class ResBlockUp(nn.Module):
+class ResBlockUp(_Block):
     """Main: IN, ReLU, up x2, conv3x3, IN, ReLU, conv3x3. Skip: up x2, conv1x1."""
 
-    features: int
-    kernel_init: Initializer | None = None
-    bias_init: Initializer | None = None
-    dtype: jnp.dtype | None = None
-
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
-        conv = lambda k, name: ConvLayer(self.features, k, self.kernel_init, self.bias_init,
-                                         self.dtype, name=name)
         out = nn.relu(instance_norm("norm_r1")(x))
-        out = conv(3, "conv_r1")(upsample2(out), train=train)
+        out = self.conv(3, "conv_r1")(out, train=train, resample="up")
         out = nn.relu(instance_norm("norm_r2")(out))
-        out = conv(3, "conv_r2")(out, train=train)
-        skip = conv(1, "conv_l")(upsample2(x), train=train)
+        out = self.conv(3, "conv_r2")(out, train=train)
+        skip = self.conv(1, "conv_l")(x, train=train, resample="up")
         return out + skip
 
 
-class ResBlock(nn.Module):
+class ResBlock(_Block):
     """conv3x3, IN, ReLU, conv3x3, IN, plus the input."""
-
-    features: int
-    kernel_init: Initializer | None = None
-    bias_init: Initializer | None = None
-    dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
-        conv = lambda name: ConvLayer(self.features, 3, self.kernel_init, self.bias_init,
-                                      self.dtype, name=name)
-        out = nn.relu(instance_norm("in1")(conv("conv1")(x, train=train)))
-        out = instance_norm("in2")(conv("conv2")(out, train=train))
+        out = nn.relu(instance_norm("in1")(self.conv(3, "conv1")(x, train=train)))
+        out = instance_norm("in2")(self.conv(3, "conv2")(out, train=train))
         return out + x
 
 
