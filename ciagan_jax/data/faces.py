@@ -1,0 +1,155 @@
+"""dlib face detection and 68-point landmarks on RGB uint8 photos.
+
+Models come from the `face_recognition_models` PyPI package (nothing is
+downloaded at run time). Each process loads them lazily, once, through a
+`FaceAnalyzer` it owns; worker processes build their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+# Detection cost grows with pixel count; landmarks do not need a big image to
+# be found, only to be precise. Photos larger than this are detected on a
+# downscaled copy and landmarks are fitted on the full-resolution photo.
+DETECT_MAX_SIDE = 1024
+# Smallest face dlib's HOG detector finds without upsampling (its window).
+_HOG_MIN_FACE_PX = 80
+
+
+@dataclasses.dataclass(frozen=True)
+class Face:
+    """One detected face.
+
+    box: (left, top, right, bottom) detector rectangle, source pixels.
+    landmarks: (68, 2) float32 (x, y), source pixels, dlib's 68-point order.
+    score: detector confidence (HOG SVM margin or CNN confidence).
+    index: position in the detector's output for the photo (its face id).
+    """
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray
+    score: float
+    index: int
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
+
+
+class FaceAnalyzer:
+    """Lazily loaded dlib detector + 68-point shape predictor.
+
+    detector: "hog" (release default, frontal HOG) or "cnn" (dlib MMOD).
+    upsample: how many times the detector doubles the image (release: 1).
+    """
+
+    def __init__(self, detector: str = "hog", upsample: int = 1):
+        if detector not in ("hog", "cnn"):
+            raise ValueError(f"detector must be 'hog' or 'cnn', got {detector!r}")
+        self.detector_kind = detector
+        self.upsample = int(upsample)
+        self._detector = None
+        self._predictor = None
+
+    def _load(self) -> None:
+        if self._predictor is not None:
+            return
+        import dlib  # pylint: disable=g-import-not-at-top
+        import face_recognition_models as frm  # pylint: disable=g-import-not-at-top
+
+        if self.detector_kind == "hog":
+            self._detector = dlib.get_frontal_face_detector()
+        else:
+            self._detector = dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location())
+        self._predictor = dlib.shape_predictor(frm.pose_predictor_model_location())
+
+    def _detect_rects(self, img: np.ndarray, upsample: int) -> list[tuple[tuple[float, float, float, float], float]]:
+        """Detector rectangles in `img`'s own pixels with scores, detector order."""
+        self._load()
+        if self.detector_kind == "hog":
+            rects, scores, _ = self._detector.run(img, upsample, 0.0)
+            return [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
+        dets = self._detector(img, upsample)
+        return [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
+                for d in dets]
+
+    def detect(self, img: np.ndarray, *, upsample: int | None = None) -> list[Face]:
+        """All faces in an (H, W, 3) uint8 RGB photo, in the detector's order."""
+        img = _check_image(img)
+        upsample = self.upsample if upsample is None else int(upsample)
+        small, scale = _downscale_for_detection(img)
+        found = self._detect_rects(small, upsample)
+        return [self._fit(img, tuple(v / scale for v in box), score, i)
+                for i, (box, score) in enumerate(found)]
+
+    def detect_largest(self, img: np.ndarray) -> tuple[Face | None, int]:
+        """The largest face, and how many faces the deciding pass found.
+
+        Speed-up that keeps the answer: HOG finds faces of at least ~80 px
+        in the image it scans, and its image pyramid only shrinks. A face
+        found on a half-size copy without upsampling is >= ~160 px; one found
+        on the photo without upsampling >= ~80 px; upsampling once adds the
+        40..80 px faces. So any face found by an earlier, cheaper pass is
+        larger than every face only a later pass would find, and we stop at
+        the first pass that finds one: half size (about 1/4 the cost), then
+        full size, then the configured upsampling (the release's setting,
+        about 4x the full-size cost). Returns (None, 0) when no pass finds
+        a face. The face's index is its position in that pass's output.
+        """
+        import cv2  # pylint: disable=g-import-not-at-top
+
+        img = _check_image(img)
+        small, scale = _downscale_for_detection(img)
+        passes: list[tuple[np.ndarray, float, int]] = []
+        if min(small.shape[:2]) >= 2 * _HOG_MIN_FACE_PX and self.detector_kind == "hog":
+            half = cv2.resize(small, (small.shape[1] // 2, small.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            passes.append((half, scale * half.shape[1] / small.shape[1], 0))
+        if self.upsample > 0:
+            passes.append((small, scale, 0))
+        passes.append((small, scale, self.upsample))
+        for image, s, up in passes:
+            found = self._detect_rects(image, up)
+            if found:
+                break
+        else:
+            return None, 0
+        areas = [(b[2] - b[0]) * (b[3] - b[1]) for b, _ in found]
+        best = int(np.argmax(areas))
+        box, score = found[best]
+        return self._fit(img, tuple(v / s for v in box), score, best), len(found)
+
+    def landmarks(self, img: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """(68, 2) float32 landmarks for a face rectangle (source pixels)."""
+        import dlib  # pylint: disable=g-import-not-at-top
+
+        self._load()
+        rect = dlib.rectangle(*(int(round(v)) for v in box))
+        shape = self._predictor(_check_image(img), rect)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+    def _fit(self, img: np.ndarray, box, score: float, index: int) -> Face:
+        box = tuple(float(v) for v in box)
+        return Face(box=box, landmarks=self.landmarks(img, box), score=score, index=index)
+
+
+def _check_image(img: np.ndarray) -> np.ndarray:
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {img.dtype} {img.shape}")
+    return img
+
+
+def _downscale_for_detection(img: np.ndarray) -> tuple[np.ndarray, float]:
+    """A copy no larger than DETECT_MAX_SIDE, and the scale applied."""
+    import cv2  # pylint: disable=g-import-not-at-top
+
+    h, w = img.shape[:2]
+    side = max(h, w)
+    if side <= DETECT_MAX_SIDE:
+        return img, 1.0
+    scale = DETECT_MAX_SIDE / side
+    small = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))),
+                       interpolation=cv2.INTER_AREA)
+    return small, scale
