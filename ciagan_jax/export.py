@@ -1,0 +1,311 @@
+"""Deployable generator bundles: a saved model dir plus `jax.export` programs.
+
+Layout of an export directory (everything `export_bundle` writes):
+
+  config.json, generator.msgpack, model.json   the saved generator
+                                               (`models.serialization`)
+  infer_b{B}.jaxexport                         one serialized `jax.export`
+                                               program per batch size B
+  export.json                                  manifest: sizes, batch sizes,
+                                               platforms, sha256 of every file
+
+Each program computes, for a fixed batch B and image size S,
+
+  f(variables, landmarks (B,S,S,3) f32, masked_face (B,S,S,3) f32,
+    identity (B,) int32) -> raw generator output (B,S,S,3) f32
+
+i.e. the generator in eval mode with `one_hot(identity)` built inside. The
+weights are an argument rather than constants baked into each program, so
+the 47 MB of a full-size generator are stored once (generator.msgpack) and
+not once per batch size. `load_bundle` needs jax, numpy and flax's msgpack
+reader only: no ciagan_jax model code runs, so a bundle keeps working when
+the model code changes or is absent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+MANIFEST_FILE = "export.json"
+FORMAT_NAME = "ciagan_jax.export"
+FORMAT_VERSION = 1
+DEFAULT_BATCH_SIZES = (1, 4, 16)
+DEFAULT_PLATFORMS = ("cpu", "cuda")
+# File names of the saved-generator part; kept here (not imported) so that
+# loading needs no model code. `export_bundle` checks they agree.
+_VARIABLES_FILE = "generator.msgpack"
+
+
+class BundleError(ValueError):
+    """An export directory that is missing a file, corrupt or inconsistent."""
+
+
+def _program_file(batch: int) -> str:
+    return f"infer_b{batch}.jaxexport"
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_variables(path: str) -> dict[str, Any]:
+    """The variable tree of generator.msgpack as nested dicts of numpy arrays."""
+    import flax.serialization  # pylint: disable=g-import-not-at-top
+
+    with open(path, "rb") as f:
+        try:
+            return flax.serialization.msgpack_restore(f.read())
+        except Exception as e:  # msgpack raises several unrelated types.
+            raise BundleError(f"{path}: not a readable msgpack file ({e})") from e
+
+
+def export_bundle(export_dir: str, config, variables: Mapping[str, Any],
+                  batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, *,
+                  platforms: Sequence[str] = DEFAULT_PLATFORMS,
+                  source: str = "checkpoint") -> None:
+    """Writes a self-contained inference bundle into `export_dir`.
+
+    Args:
+      export_dir: created if needed; files of an earlier export are replaced.
+      config: the experiment config the generator was built from.
+      variables: generator variables ('params' and 'spectral' collections).
+      batch_sizes: one exported program per (positive, distinct) batch size.
+      platforms: lowering targets of every program; ('cpu', 'cuda') by
+        default, which works on a CPU-only machine too.
+      source: recorded in model.json (e.g. "checkpoint", "import_torch").
+    """
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    from jax import export as jax_export  # pylint: disable=g-import-not-at-top
+
+    from ciagan_jax.models import factory, serialization  # pylint: disable=g-import-not-at-top
+
+    sizes = sorted({int(b) for b in batch_sizes})
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"batch_sizes must be positive integers, got {batch_sizes}")
+    if serialization.VARIABLES_FILE != _VARIABLES_FILE:
+        raise RuntimeError("export and serialization disagree on the variables file name")
+    os.makedirs(export_dir, exist_ok=True)
+    # Stale programs from an earlier export with other batch sizes would be
+    # listed nowhere and confuse a reader of the folder.
+    for name in os.listdir(export_dir):
+        if name.endswith(".jaxexport") or name == MANIFEST_FILE:
+            os.remove(os.path.join(export_dir, name))
+    serialization.save_generator(export_dir, config, variables, source=source)
+    # Export against the tree exactly as the loader will read it back, so the
+    # pytree structure the program expects is the one `load_bundle` passes.
+    tree = _read_variables(os.path.join(export_dir, _VARIABLES_FILE))
+    module = factory.build_generator(config)
+    s, n_ids = int(config.image_size), int(config.num_identities)
+
+    def infer(variables, landmarks, masked_face, identity):
+        x = jnp.concatenate([landmarks, masked_face], axis=-1)
+        one_hot = jax.nn.one_hot(identity, n_ids, dtype=jnp.float32)
+        return module.apply(variables, x, one_hot, train=False)
+
+    var_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.float32), tree)
+    programs = {}
+    for b in sizes:
+        img = jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32)
+        ids = jax.ShapeDtypeStruct((b,), jnp.int32)
+        exp = jax_export.export(jax.jit(infer), platforms=tuple(platforms))(var_spec, img, img, ids)
+        name = _program_file(b)
+        with open(os.path.join(export_dir, name), "wb") as f:
+            f.write(exp.serialize())
+        programs[str(b)] = name
+
+    files = {}
+    for name in sorted(os.listdir(export_dir)):
+        path = os.path.join(export_dir, name)
+        if name != MANIFEST_FILE and os.path.isfile(path):
+            files[name] = _sha256(path)
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "image_size": s,
+        "num_identities": n_ids,
+        "batch_sizes": sizes,
+        "platforms": list(platforms),
+        "programs": programs,
+        "variables_file": _VARIABLES_FILE,
+        "signature": ("f(variables, landmarks (B,S,S,3) float32 [0,1], masked_face (B,S,S,3) "
+                      "float32 [0,1], identity (B,) int32) -> raw output (B,S,S,3) float32"),
+        "jax_version": jax.__version__,
+        "files": files,
+    }
+    with open(os.path.join(export_dir, MANIFEST_FILE), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+
+
+@dataclasses.dataclass
+class ExportedGenerator:
+    """A loaded bundle; call it like `serialization.generate` without the module.
+
+    `__call__(landmarks, masked_face, identity)` takes N examples, runs them
+    through the smallest exported batch size >= N (padding with copies of the
+    last example), or in chunks of the largest size, and returns (N, S, S, 3)
+    float32 raw generator output.
+    """
+
+    directory: str
+    image_size: int
+    num_identities: int
+    batch_sizes: tuple[int, ...]
+    manifest: Mapping[str, Any]
+    _programs: dict[int, Any] = dataclasses.field(repr=False)
+    _variables: Any = dataclasses.field(repr=False)
+
+    def _run(self, batch: int, lm: np.ndarray, mf: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        n = lm.shape[0]
+        if n < batch:
+            pad = batch - n
+            lm = np.concatenate([lm, np.repeat(lm[-1:], pad, axis=0)])
+            mf = np.concatenate([mf, np.repeat(mf[-1:], pad, axis=0)])
+            ids = np.concatenate([ids, np.repeat(ids[-1:], pad, axis=0)])
+        out = self._programs[batch].call(self._variables, lm, mf, ids)
+        return np.asarray(out)[:n]
+
+    def __call__(self, landmarks: np.ndarray, masked_face: np.ndarray,
+                 identity: np.ndarray) -> np.ndarray:
+        s = self.image_size
+        lm = np.asarray(landmarks, np.float32)
+        mf = np.asarray(masked_face, np.float32)
+        ids = np.asarray(identity)
+        for name, a in (("landmarks", lm), ("masked_face", mf)):
+            if a.ndim != 4 or a.shape[1:] != (s, s, 3):
+                raise ValueError(f"{name} must be (N, {s}, {s}, 3) NHWC, got {a.shape}")
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"identity must be a 1-D integer array, got {ids.dtype} {ids.shape}")
+        if not lm.shape[0] == mf.shape[0] == ids.shape[0]:
+            raise ValueError(f"batch sizes differ: {lm.shape[0]}, {mf.shape[0]}, {ids.shape[0]}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_identities):
+            raise ValueError(f"identity indices must lie in [0, {self.num_identities}), got "
+                             f"[{ids.min()}, {ids.max()}]")
+        ids = ids.astype(np.int32)
+        n = lm.shape[0]
+        if n == 0:
+            return np.zeros((0, s, s, 3), np.float32)
+        largest = self.batch_sizes[-1]
+        outs = []
+        for i in range(0, n, largest):
+            m = min(largest, n - i)
+            batch = next(b for b in self.batch_sizes if b >= m)
+            outs.append(self._run(batch, lm[i:i + m], mf[i:i + m], ids[i:i + m]))
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+
+def is_bundle(directory: str) -> bool:
+    """True when `directory` holds an export manifest."""
+    return os.path.isfile(os.path.join(directory, MANIFEST_FILE))
+
+
+def load_bundle(export_dir: str, *, verify: bool = True) -> ExportedGenerator:
+    """Loads an export directory; needs no ciagan_jax model code.
+
+    Raises:
+      BundleError: missing manifest or file, unknown format, or (with
+        `verify`) a file whose sha256 differs from the manifest, naming it.
+    """
+    from jax import export as jax_export  # pylint: disable=g-import-not-at-top
+
+    path = os.path.join(export_dir, MANIFEST_FILE)
+    if not os.path.isfile(path):
+        raise BundleError(f"{path}: missing (not a ciagan_jax export directory?)")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{path}: not valid JSON ({e})") from e
+    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{path}: format {manifest.get('format')!r} version "
+                          f"{manifest.get('format_version')!r}; this code reads {FORMAT_NAME!r} "
+                          f"version {FORMAT_VERSION}")
+    files = manifest.get("files", {})
+    for name, digest in files.items():
+        fpath = os.path.join(export_dir, name)
+        if not os.path.isfile(fpath):
+            raise BundleError(f"{fpath}: missing (listed in {MANIFEST_FILE})")
+        if verify:
+            got = _sha256(fpath)
+            if got != digest:
+                raise BundleError(f"{fpath}: sha256 {got} does not match {digest} recorded in "
+                                  f"{path} (file corrupt or replaced)")
+    programs = {}
+    for b, name in manifest["programs"].items():
+        if name not in files:
+            raise BundleError(f"{path}: program {name} has no checksum entry")
+        with open(os.path.join(export_dir, name), "rb") as f:
+            try:
+                programs[int(b)] = jax_export.deserialize(f.read())
+            except Exception as e:  # deserialization raises several types.
+                raise BundleError(f"{os.path.join(export_dir, name)}: cannot deserialize "
+                                  f"({e})") from e
+    var_name = manifest.get("variables_file", _VARIABLES_FILE)
+    if var_name not in files:
+        raise BundleError(f"{path}: variables file {var_name} has no checksum entry")
+    import jax  # pylint: disable=g-import-not-at-top
+
+    variables = jax.device_put(_read_variables(os.path.join(export_dir, var_name)))
+    return ExportedGenerator(
+        directory=export_dir, image_size=int(manifest["image_size"]),
+        num_identities=int(manifest["num_identities"]),
+        batch_sizes=tuple(sorted(programs)), manifest=manifest, _programs=programs,
+        _variables=variables)
+
+
+def export_from_model(model_dir: str, export_dir: str,
+                      batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES) -> None:
+    """Exports a saved generator directory (e.g. one imported from the PyTorch release)."""
+    from ciagan_jax.models import serialization  # pylint: disable=g-import-not-at-top
+
+    bundle = serialization.load_generator(model_dir)
+    source = str(bundle.meta.get("source", "model_dir"))
+    export_bundle(export_dir, bundle.config, bundle.variables, batch_sizes, source=source)
+
+
+def export_from_workdir(config, workdir: str, export_dir: str,
+                        batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES) -> None:
+    """Exports the latest generator checkpoint of a training workdir."""
+    # Lazy: the training stack (orbax, optax) is not needed to load bundles.
+    from ciagan_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+
+    variables = checkpoint.load_generator_variables(config, workdir)
+    export_bundle(export_dir, config, variables, batch_sizes, source="checkpoint")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m ciagan_jax.export --from_model DIR --export_dir OUT [--batch_sizes 1,4,16]`."""
+    import argparse  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+
+    import ciagan_jax  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+
+    p = argparse.ArgumentParser(prog="python -m ciagan_jax.export",
+                                description="Export a saved generator directory into a bundle. "
+                                "(Training workdirs: python -m ciagan_jax.main --mode=export.)")
+    p.add_argument("--from_model", required=True, help="saved generator directory (model.json)")
+    p.add_argument("--export_dir", required=True, help="output bundle directory")
+    p.add_argument("--batch_sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)))
+    args = p.parse_args(argv)
+    try:
+        sizes = [int(v) for v in args.batch_sizes.split(",") if v.strip()]
+        export_from_model(args.from_model, args.export_dir, sizes)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.export_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
