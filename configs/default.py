@@ -86,6 +86,15 @@ def get_config() -> config_dict.ConfigDict:
     p.checkpoint_every_steps = 1000  # Checkpoint cadence of the pretraining.
     p.dir = config_dict.placeholder(str)  # Pretrained identity checkpoint; default workdir/identity_pretrain.
 
+    e = c.eval = config_dict.ConfigDict()
+    e.batch_size = 16  # Records per evaluation batch (--mode=evaluate).
+    e.max_records = 0  # Evaluate only the first N records of the split (0: all).
+    e.baselines = ("pixel8", "pixel16", "blur9", "blur17", "mask")  # Rows besides original and CIAGAN.
+    e.detectors = ("hog", "cnn")  # dlib HOG and dlib CNN (MMOD) detection rates.
+    e.hog_upsample = 1  # HOG upsampling (paper protocol: 1).
+    e.cnn_upsample = 0  # CNN upsampling (0 keeps the MMOD pass affordable on CPU).
+    e.figure_faces = 6  # Columns of comparison.png.
+
     m = c.mesh = config_dict.ConfigDict()
     m.shard_params = False  # Shard large parameters over the 'data' axis (FSDP-style) instead of replicating.
     m.shard_min_size = 2**20  # With shard_params, only arrays with at least this many elements are sharded.

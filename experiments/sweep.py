@@ -29,8 +29,9 @@ from typing import Any, Sequence
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Columns of the paper's Table 1, taken from workdir/eval/report.json.
-EVAL_COLUMNS = (("detection_hog", "Detection HOG (%)"), ("recall_at_1_dlib", "Recall@1 dlib (%)"),
-                ("recall_at_1_pnca", "Recall@1 PNCA (%)"), ("fid", "FID"))
+EVAL_COLUMNS = (("det_hog", "Detection HOG (%)"), ("det_cnn", "Detection CNN (%)"),
+                ("recall_dlib", "Recall@1 dlib (%)"), ("recall_pnca", "Recall@1 PNCA (%)"),
+                ("fid", "FID"))
 
 
 def load_sweep(path: str) -> list[dict[str, Any]]:
@@ -94,14 +95,8 @@ def collect(root: pathlib.Path, runs: Sequence[dict[str, Any]]) -> list[dict[str
 
 
 def _ciagan_eval_row(report: dict[str, Any]) -> dict[str, Any]:
-    """The CIAGAN method's metrics from an evaluation report, whatever its nesting."""
-    methods = report.get("methods", report)
-    if isinstance(methods, dict):
-        return methods.get("ciagan", {})
-    for m in methods:
-        if m.get("name") == "ciagan":
-            return m
-    return {}
+    """The CIAGAN row of an evaluation report (`ciagan_jax.evaluation.report`)."""
+    return report.get("rows", {}).get("ciagan", {})
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 import pathlib
 
-import ciagan_jax  # noqa: F401  (sets the XLA CPU flags before JAX starts)
-import pytest
-
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Many tests (and the subprocesses they start: resume, multi-device, CLI
+# runs) compile the same programs; JAX's persistent cache compiles each once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO_ROOT / ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import ciagan_jax  # noqa: E402,F401  (sets the XLA CPU flags before JAX starts)
+import pytest  # noqa: E402
 SHARED_DATA = pathlib.Path(
     os.environ.get("CIAGAN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

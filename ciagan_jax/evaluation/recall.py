@@ -26,6 +26,7 @@ Without --queries, leave-one-out on the gallery.
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import functools
 import pathlib
@@ -218,13 +219,24 @@ class DlibEmbedder:
 def load_pnca_embedder(ckpt_dir: str | pathlib.Path) -> Embedder:
     """The project's Proxy-NCA identity network as an Embedder.
 
-    TODO(lead): restore the identity network trained by
-    `--mode=pretrain_identity` (ciagan_jax.models.identity) from `ckpt_dir`
-    and apply it to the batch with the training-time input convention.
+    `ckpt_dir` is the pretraining checkpoint folder written by
+    `--mode=pretrain_identity` (WORKDIR/identity_pretrain by default); the
+    network's config is read from `config.json` there or in its workdir.
     """
-    raise NotImplementedError(
-        f"PNCA embedder from {ckpt_dir}: the identity-network checkpoint format is not "
-        "defined yet (ciagan_jax.models.identity); use --embedder dlib for now")
+    import ml_collections  # pylint: disable=g-import-not-at-top
+
+    from ciagan_jax.training import pretrain  # pylint: disable=g-import-not-at-top
+
+    ckpt_dir = pathlib.Path(ckpt_dir).resolve()
+    for candidate in (ckpt_dir / "config.json", ckpt_dir.parent / "config.json"):
+        if candidate.exists():
+            config = ml_collections.ConfigDict(json.loads(candidate.read_text()))
+            break
+    else:
+        raise FileNotFoundError(
+            f"{ckpt_dir}: no config.json beside the Proxy-NCA checkpoint or in its workdir; "
+            "pass the folder written by `python -m ciagan_jax.main --mode=pretrain_identity`")
+    return pretrain.load_identity_embedder(str(ckpt_dir), config)
 
 
 def make_embedder(spec: str) -> Embedder:

@@ -1,0 +1,114 @@
+"""`--mode=evaluate`: the paper's Table 2 for a training checkpoint.
+
+  python -m ciagan_jax.main --mode=evaluate --config configs/smoke.py --workdir WD \
+      [--config.eval.max_records=200]
+
+Runs CIAGAN (the latest checkpoint's generator, eval mode, desired identity
+= (source identity + 1) mod N as in the release), the baselines
+(pixelization 8/16, blur 9/17, solid mask) and the "original" row over every
+record of `config.data.eval_split`, and writes `WD/eval/report.json`,
+`report.md` and `comparison.png`, and the same figures to TensorBoard
+under `WD/eval`. Recall@1 uses dlib's face descriptor and, when a Proxy-NCA
+identity network was pretrained in this workdir, that network (PNCA).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from ciagan_jax.evaluation import baselines, report
+from ciagan_jax.models import factory
+from ciagan_jax.models.generator import composite, generator_input
+
+
+def ciagan_method(config: ml_collections.ConfigDict, variables: Mapping[str, Any]):
+    """The generator as an evaluation method: batch dict -> composites in [0, 1]."""
+    gen = factory.build_generator(config)
+    n = config.num_identities
+    use_face = config.model.generator_input == "face"
+
+    @jax.jit
+    def run(image, landmarks, mask, identity):
+        desired = (identity.astype(jnp.int32) + 1) % n  # The release's inference rule.
+        rep = image if use_face else landmarks
+        out = gen.apply(variables, generator_input(rep, image, mask),
+                        jax.nn.one_hot(desired, n), train=False)
+        return jnp.clip(composite(image, out, mask), 0.0, 1.0)
+
+    def method(batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        ids = np.maximum(np.asarray(batch["identity"]), 0)  # Flat records carry -1.
+        return np.asarray(run(batch["image"], batch["landmarks"], batch["mask"], ids))
+
+    return method
+
+
+def _pnca_embedder(config: ml_collections.ConfigDict, workdir: str):
+    from ciagan_jax.training import pretrain  # pylint: disable=g-import-not-at-top
+
+    ckpt = pretrain.pretrain_dir(config, workdir)
+    if not os.path.isdir(ckpt):
+        logging.warning("no Proxy-NCA checkpoint at %s: the PNCA Recall@1 column is skipped "
+                        "(run --mode=pretrain_identity)", ckpt)
+        return None
+    try:
+        return pretrain.load_identity_embedder(ckpt, config)
+    except FileNotFoundError as e:
+        logging.warning("PNCA column skipped: %s", e)
+        return None
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Evaluates the latest checkpoint in `workdir`; returns the report dict."""
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+
+    from ciagan_jax.data.pipeline import make_eval_iterator  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.training.checkpoint import load_generator_variables  # pylint: disable=g-import-not-at-top
+
+    if not config.data.dir:
+        raise ValueError("--config.data.dir must name a preprocessed data directory")
+    variables, step = load_generator_variables(config, workdir, return_step=True)
+    methods = {"ciagan": ciagan_method(config, variables)}
+    methods.update({name: baselines.as_method(name) for name in config.eval.baselines})
+    batches = make_eval_iterator(config.data.dir, split=config.data.eval_split,
+                                 batch_size=config.eval.batch_size, image_size=config.image_size)
+    if config.eval.max_records:
+        batches = report.limit_records(batches, config.eval.max_records)
+    out_dir = os.path.join(workdir, "eval")
+    result = report.evaluate(batches, methods, out_dir,
+                             pnca_embedder=_pnca_embedder(config, workdir),
+                             detectors=tuple(config.eval.detectors),
+                             upsample=config.eval.hog_upsample,
+                             cnn_upsample=config.eval.cnn_upsample,
+                             figure_faces=config.eval.figure_faces)
+    result["checkpoint_step"] = int(step)
+    _log_to_tensorboard(metric_writers.create_default_writer(
+        out_dir, just_logging=jax.process_index() > 0), result, int(step), out_dir)
+    logging.info("evaluation of step %d written to %s:\n%s", step, out_dir,
+                 report.render_markdown(result))
+    print(report.render_markdown(result))
+    return result
+
+
+def _log_to_tensorboard(writer, result: Mapping[str, Any], step: int, out_dir: str) -> None:
+    scalars = {}
+    for row, metrics in result.get("rows", {}).items():
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+                scalars[f"eval/{row}/{key}"] = float(value)
+    if scalars:
+        writer.write_scalars(step, scalars)
+    figure = os.path.join(out_dir, "comparison.png")
+    if os.path.exists(figure):
+        from PIL import Image  # pylint: disable=g-import-not-at-top
+
+        with Image.open(figure) as im:
+            writer.write_images(step, {"eval/comparison": np.asarray(im.convert("RGB"))[None]})
+    writer.flush()
+    writer.close()

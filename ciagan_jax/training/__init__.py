@@ -1,0 +1,1 @@
+"""CIAGAN training: train state, mesh, the jitted iteration, checkpoints and loops."""

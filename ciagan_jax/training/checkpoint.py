@@ -1,0 +1,89 @@
+"""Orbax checkpoint helpers: one manager per workdir, state + JSON metadata.
+
+Why these choices (../shared/docs/api-notes.md section 4):
+- a checkpoint becomes visible only when orbax renames its `*.orbax-checkpoint-tmp*`
+  directory to the step number, so a process killed mid-save leaves a tmp
+  directory that `latest_step()` ignores and the previous step restores;
+- restores always pass a target with shardings, so a checkpoint written on
+  N devices restores on M devices;
+- the manager must be closed (or waited on) before the process exits.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+
+def make_manager(directory: str, *, max_to_keep: int | None, async_save: bool = True
+                 ) -> ocp.CheckpointManager:
+    """A CheckpointManager on `directory` (made absolute) for items 'state' and 'meta'."""
+    directory = os.path.abspath(os.fspath(directory))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True, create=True)
+    return ocp.CheckpointManager(
+        directory, options=options, item_names=("state", "meta"),
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: PyTree, meta: dict) -> bool:
+    """Starts saving `state` and `meta` as `step` (asynchronously when enabled)."""
+    return manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+
+def abstract_with_shardings(abstract: PyTree, shardings: PyTree) -> PyTree:
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract, shardings)
+
+
+def restore(manager: ocp.CheckpointManager, step: int, abstract: PyTree,
+            shardings: PyTree) -> tuple[PyTree, dict]:
+    """Restores (state, meta) of `step` into `shardings` (any device count)."""
+    target = abstract_with_shardings(abstract, shardings)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    return restored["state"], dict(restored["meta"])
+
+
+def latest_step(manager: ocp.CheckpointManager) -> int | None:
+    """The newest fully written step (unfinished tmp directories never count)."""
+    manager.reload()
+    return manager.latest_step()
+
+
+def load_generator_variables(config, workdir: str, *, step: int | None = None,
+                             return_step: bool = False):
+    """Generator+embedder variables ({'params', 'spectral'}) of a training checkpoint.
+
+    Reads `workdir/checkpoints/<step>` (default: the latest finished step)
+    onto the first local device; used by `--mode=evaluate` and `--mode=export`.
+    """
+    import functools  # pylint: disable=g-import-not-at-top
+
+    from ciagan_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+
+    directory = os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{directory}: no checkpoints; train first "
+                                "(python -m ciagan_jax.main --mode=train ...)")
+    manager = make_manager(directory, max_to_keep=None, async_save=False)
+    try:
+        step = latest_step(manager) if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{directory}: no finished checkpoint")
+        abstract = jax.eval_shape(functools.partial(state_lib.init_train_state, config),
+                                  state_lib.seed_key(0))
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        state, _ = restore(manager, step, abstract, jax.tree.map(lambda _: device, abstract))
+    finally:
+        manager.close()
+    variables = {"params": state.generator.params, **state.generator.state}
+    return (variables, step) if return_step else variables

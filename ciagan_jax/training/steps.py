@@ -1,0 +1,351 @@
+"""The CIAGAN training iteration (method section 4) as one pure, jitted function.
+
+One iteration consumes K = identity_steps + 2 * critic_steps + generator_steps
+pair batches, stacked on a leading axis (K, B, ...) in the order they are used:
+
+  identity steps  batches[0 : I]              real pairs, label = same identity
+  critic step j   batches[I + 2j]  (fake)     frozen G, desired id = partner's id
+                  batches[I + 2j + 1] (real)  real face (+ its landmark image)
+  generator steps batches[I + 2C : K]         GAN + identity guidance
+
+Every sub-step is unrolled in Python inside ONE `jax.jit`: measured on this
+CPU a `lax.scan` over the critic steps made the release iteration 50x slower
+(../shared/docs/api-notes.md section 10). Nothing leaves the device between
+sub-steps. As in the release, every network runs in training mode in every
+sub-step, so spectral-norm vectors (and the identity network's batch-norm
+statistics) advance on each forward pass, even of a network whose weights
+are frozen in that sub-step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ciagan_jax import losses
+from ciagan_jax.models import factory
+from ciagan_jax.models.generator import composite, generator_input
+from ciagan_jax.training import mesh as mesh_lib
+from ciagan_jax.training.state import NetState, Optimizers, TrainState, make_optimizers
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+Metrics = dict[str, Array]
+
+# Pair-batch fields the iteration reads, with their per-example rank.
+PAIR_FIELDS = ("image", "partner_image", "landmarks", "partner_landmarks", "mask",
+               "partner_mask", "identity", "partner_identity", "same_identity")
+
+
+@dataclasses.dataclass(frozen=True)
+class IterationSpec:
+    """The static (hashable) settings that shape the traced iteration."""
+
+    identity_steps: int
+    critic_steps: int
+    generator_steps: int
+    gan: str
+    lsgan_form: str
+    gp_weight: float
+    contrastive_margin: float
+    identity_weight: float
+    identity_guidance: str
+    generator_input: str
+    identity_masked: bool
+    critic_with_landmarks: bool
+    num_identities: int
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> "IterationSpec":
+        s, l, m = config.schedule, config.loss, config.model
+        spec = cls(identity_steps=int(s.identity_steps), critic_steps=int(s.critic_steps),
+                   generator_steps=int(s.generator_steps), gan=l.gan, lsgan_form=l.lsgan_form,
+                   gp_weight=float(l.gp_weight), contrastive_margin=float(l.contrastive_margin),
+                   identity_weight=float(l.identity_weight),
+                   identity_guidance=m.identity_guidance, generator_input=m.generator_input,
+                   identity_masked=bool(m.identity.masked),
+                   critic_with_landmarks=bool(m.discriminator.with_landmarks),
+                   num_identities=int(config.num_identities))
+        if spec.gan not in ("lsgan", "vanilla", "wgan_gp"):
+            raise ValueError(f"loss.gan must be 'lsgan', 'vanilla' or 'wgan_gp', got {spec.gan!r}")
+        if spec.generator_input not in ("landmarks", "face"):
+            raise ValueError("model.generator_input must be 'landmarks' or 'face', got "
+                             f"{spec.generator_input!r}")
+        if spec.identity_guidance not in ("siamese", "classification"):
+            raise ValueError("model.identity_guidance must be 'siamese' or 'classification', "
+                             f"got {spec.identity_guidance!r}")
+        if min(spec.identity_steps, spec.critic_steps, spec.generator_steps) < 0:
+            raise ValueError("schedule step counts must be >= 0")
+        return spec
+
+    @property
+    def batches_per_iteration(self) -> int:
+        return self.identity_steps + 2 * self.critic_steps + self.generator_steps
+
+
+def batches_per_iteration(config: ml_collections.ConfigDict) -> int:
+    """Pair batches one iteration consumes: identity + 2 * critic + generator steps."""
+    return IterationSpec.from_config(config).batches_per_iteration
+
+
+# --- Network application ---------------------------------------------------------
+
+def _apply(module: nn.Module, params: Any, state: Mapping[str, Any], *args,
+           train: bool) -> tuple[Array, dict]:
+    """Runs `module`; in training mode returns the advanced non-param state."""
+    variables = {"params": params, **state}
+    if train and state:
+        out, new_state = module.apply(variables, *args, train=True, mutable=list(state.keys()))
+        return out, dict(new_state)
+    return module.apply(variables, *args, train=train), dict(state)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Model:
+    """Networks + static spec; pure helpers used by the sub-steps."""
+
+    nets: factory.Networks
+    spec: IterationSpec
+
+    def generate(self, g_params, g_state, b: Batch, *, train: bool) -> tuple[Array, dict]:
+        """Composite (B, S, S, 3) of `b['image']` with the partner's identity."""
+        representation = b["landmarks"] if self.spec.generator_input == "landmarks" else b["image"]
+        x = generator_input(representation, b["image"], b["mask"])
+        one_hot = jax.nn.one_hot(b["partner_identity"], self.spec.num_identities,
+                                 dtype=jnp.float32)
+        out, g_state = _apply(self.nets.generator, g_params, g_state, x, one_hot, train=train)
+        return composite(b["image"], out.astype(jnp.float32), b["mask"]), g_state
+
+    def critic_input(self, image: Array, landmarks: Array) -> Array:
+        # The critic always sees the landmark image as its condition (also in
+        # the 'face' ablation: a full face there would let it compare
+        # identities instead of judging realism).
+        if self.spec.critic_with_landmarks:
+            return jnp.concatenate([image, landmarks], axis=-1)
+        return image
+
+    def critic(self, d_params, d_state, x: Array) -> tuple[Array, dict]:
+        out, d_state = _apply(self.nets.discriminator, d_params, d_state, x, train=True)
+        return out.astype(jnp.float32), d_state
+
+    def embed(self, i_params, i_state, images: Array, masks: Array) -> tuple[Array, dict]:
+        x = images * masks if self.spec.identity_masked else images
+        emb, i_state = _apply(self.nets.identity, i_params["backbone"], i_state, x, train=True)
+        return emb.astype(jnp.float32), i_state
+
+    def classify(self, i_params, emb: Array) -> Array:
+        return self.nets.classifier.apply({"params": i_params["head"]}, emb).astype(jnp.float32)
+
+
+def _update(tx: optax.GradientTransformation, net: NetState, grads, new_state) -> NetState:
+    updates, opt_state = tx.update(grads, net.opt_state, net.params)
+    return NetState(optax.apply_updates(net.params, updates), new_state, opt_state)
+
+
+# --- Sub-steps ---------------------------------------------------------------------
+
+def identity_step(model: _Model, tx, net: NetState, b: Batch) -> tuple[NetState, Metrics]:
+    """One identity-network step on real pairs (contrastive or cross-entropy)."""
+    spec = model.spec
+
+    def loss_fn(params):
+        if spec.identity_guidance == "siamese":
+            e1, st = model.embed(params, net.state, b["image"], b["mask"])
+            e2, st = model.embed(params, st, b["partner_image"], b["partner_mask"])
+            loss = losses.contrastive_loss(e1, e2, b["same_identity"],
+                                           margin=spec.contrastive_margin)
+        else:
+            images = jnp.concatenate([b["image"], b["partner_image"]], axis=0)
+            masks = jnp.concatenate([b["mask"], b["partner_mask"]], axis=0)
+            labels = jnp.concatenate([b["identity"], b["partner_identity"]], axis=0)
+            emb, st = model.embed(params, net.state, images, masks)
+            loss = losses.cross_entropy_loss(model.classify(params, emb), labels)
+        return loss, st
+
+    (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
+    return _update(tx, net, grads, new_state), {"identity_loss": loss,
+                                                "identity_grad_norm": optax.global_norm(grads)}
+
+
+def critic_step(model: _Model, tx, gen: NetState, disc: NetState, fake_b: Batch,
+                real_b: Batch, rng: Array) -> tuple[NetState, NetState, Metrics]:
+    """One critic step: fakes from the frozen generator, reals from another batch."""
+    spec = model.spec
+    fake_image, g_state = model.generate(gen.params, gen.state, fake_b, train=True)
+    fake_x = jax.lax.stop_gradient(model.critic_input(fake_image, fake_b["landmarks"]))
+    real_x = model.critic_input(real_b["image"], real_b["landmarks"])
+
+    def loss_fn(params):
+        fake_logits, st = model.critic(params, disc.state, fake_x)
+        real_logits, st = model.critic(params, st, real_x)
+        loss = losses.discriminator_loss(spec.gan, real_logits, fake_logits,
+                                         lsgan_form=spec.lsgan_form)
+        aux = {"critic_real_score": jnp.mean(real_logits),
+               "critic_fake_score": jnp.mean(fake_logits)}
+        if spec.gan == "wgan_gp":
+            frozen = {"params": params, **st}
+            gp = losses.gradient_penalty(
+                lambda x: model.nets.discriminator.apply(frozen, x, train=False),
+                real_x, fake_x, rng)
+            loss = loss + spec.gp_weight * gp
+            aux["gradient_penalty"] = gp
+        return loss, (st, aux)
+
+    (loss, (new_state, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(disc.params)
+    gen = gen.replace(state=g_state)
+    metrics = {"critic_loss": loss, "critic_grad_norm": optax.global_norm(grads), **aux}
+    return gen, _update(tx, disc, grads, new_state), metrics
+
+
+def generator_step(model: _Model, tx, gen: NetState, disc: NetState, ident: NetState,
+                   b: Batch) -> tuple[NetState, NetState, NetState, Metrics]:
+    """One generator step: GAN loss + identity guidance toward the partner."""
+    spec = model.spec
+
+    def loss_fn(params):
+        fake_image, g_state = model.generate(params, gen.state, b, train=True)
+        logits, d_state = model.critic(disc.params, disc.state,
+                                       model.critic_input(fake_image, b["landmarks"]))
+        gan = losses.generator_loss(spec.gan, logits, lsgan_form=spec.lsgan_form)
+        i_state = ident.state
+        id_loss = jnp.zeros((), jnp.float32)
+        if spec.identity_weight:
+            if spec.identity_guidance == "siamese":
+                e_fake, i_state = model.embed(ident.params, i_state, fake_image, b["mask"])
+                e_real, i_state = model.embed(ident.params, i_state, b["partner_image"],
+                                              b["partner_mask"])
+                id_loss = losses.contrastive_loss(e_fake, e_real, jnp.ones_like(e_fake[:, 0]),
+                                                  margin=spec.contrastive_margin)
+            else:
+                e_fake, i_state = model.embed(ident.params, i_state, fake_image, b["mask"])
+                id_loss = losses.cross_entropy_loss(model.classify(ident.params, e_fake),
+                                                    b["partner_identity"])
+        loss = gan + spec.identity_weight * id_loss
+        return loss, (g_state, d_state, i_state, gan, id_loss)
+
+    (loss, (g_state, d_state, i_state, gan, id_loss)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(gen.params)
+    metrics = {"generator_loss": loss, "generator_gan_loss": gan,
+               "generator_identity_loss": id_loss,
+               "generator_grad_norm": optax.global_norm(grads)}
+    return (_update(tx, gen, grads, g_state), disc.replace(state=d_state),
+            ident.replace(state=i_state), metrics)
+
+
+# --- The iteration -----------------------------------------------------------------
+
+def _mean_metrics(items: list[Metrics]) -> Metrics:
+    keys = sorted({k for m in items for k in m})
+    return {k: jnp.mean(jnp.stack([m[k] for m in items if k in m])).astype(jnp.float32)
+            for k in keys}
+
+
+def train_iteration(state: TrainState, batches: Batch, *, nets: factory.Networks,
+                    txs: Optimizers, spec: IterationSpec) -> tuple[TrainState, Metrics]:
+    """One full CIAGAN iteration; `batches` fields are (K, B, ...) stacked pair batches.
+
+    Returns the new state (step + 1) and float32 scalar metrics, each the mean
+    over the sub-steps that produced it.
+    """
+    k_expected = spec.batches_per_iteration
+    for name, a in batches.items():
+        if a.shape[0] != k_expected:
+            raise ValueError(f"batches[{name!r}] has {a.shape[0]} pair batches on axis 0, the "
+                             f"schedule needs {k_expected}")
+    model = _Model(nets, spec)
+    rng, step_rng = jax.random.split(state.rng)
+    gp_rngs = jax.random.split(step_rng, max(spec.critic_steps, 1))
+
+    def take(i: int) -> Batch:
+        return {k: v[i] for k, v in batches.items()}
+
+    gen, disc, ident = state.generator, state.discriminator, state.identity
+    collected: list[Metrics] = []
+    k = 0
+    for _ in range(spec.identity_steps):
+        ident, m = identity_step(model, txs.identity, ident, take(k))
+        collected.append(m)
+        k += 1
+    for j in range(spec.critic_steps):
+        gen, disc, m = critic_step(model, txs.discriminator, gen, disc, take(k), take(k + 1),
+                                   gp_rngs[j])
+        collected.append(m)
+        k += 2
+    for _ in range(spec.generator_steps):
+        gen, disc, ident, m = generator_step(model, txs.generator, gen, disc, ident, take(k))
+        collected.append(m)
+        k += 1
+    new_state = TrainState(step=state.step + 1, rng=rng, generator=gen, discriminator=disc,
+                           identity=ident)
+    return new_state, _mean_metrics(collected)
+
+
+def make_train_iteration(config: ml_collections.ConfigDict, mesh: Mesh,
+                         state_sharding: Any) -> Callable[[TrainState, Batch],
+                                                          tuple[TrainState, Metrics]]:
+    """`train_iteration` jitted once with explicit shardings; the state is donated.
+
+    Batches must be (K, B, ...) global arrays sharded over 'data' on axis 1
+    (see `put_iteration_batches`); metrics come back replicated.
+    """
+    fn = functools.partial(train_iteration, nets=factory.build_networks(config),
+                           txs=make_optimizers(config), spec=IterationSpec.from_config(config))
+    return jax.jit(fn, in_shardings=(state_sharding, stacked_batch_sharding(mesh)),
+                   out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
+                   donate_argnums=(0,))
+
+
+def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
+    """(K, B, ...) arrays: the pair-batch axis B is split over 'data'."""
+    return NamedSharding(mesh, P(None, mesh_lib.DATA_AXIS))
+
+
+def stack_pair_batches(pair_batches: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Stacks K host pair batches into (K, b, ...) numpy arrays of `PAIR_FIELDS`."""
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    missing = [f for f in PAIR_FIELDS if f not in pair_batches[0]]
+    if missing:
+        raise KeyError(f"pair batch lacks fields {missing}; it has {sorted(pair_batches[0])}")
+    out = {}
+    for f in PAIR_FIELDS:
+        a = np.stack([np.asarray(b[f]) for b in pair_batches])
+        if f in ("identity", "partner_identity"):
+            a = a.astype(np.int32)
+        else:
+            a = a.astype(np.float32)
+        out[f] = a
+    return out
+
+
+def put_iteration_batches(local: Mapping[str, Any], mesh: Mesh) -> dict[str, Array]:
+    """Host (K, b_local, ...) arrays -> global (K, B, ...) arrays sharded on axis 1."""
+    return mesh_lib.put_batch(local, mesh, batch_axis=1)
+
+
+# --- Sampling ----------------------------------------------------------------------
+
+def make_sample_fn(config: ml_collections.ConfigDict) -> Callable[..., Array]:
+    """Jitted (g_params, g_state, batch, identities (n, B)) -> composites (n, B, S, S, 3).
+
+    The generator runs in inference mode; composites are clipped to [0, 1].
+    `batch` needs 'image', 'landmarks', 'mask'; `identities` are the desired
+    (control) identities, one row per composite.
+    """
+    model = _Model(factory.build_networks(config), IterationSpec.from_config(config))
+
+    def sample(g_params, g_state, batch, identities):
+        def one(ids):
+            b = dict(batch, partner_identity=ids)
+            out, _ = model.generate(g_params, g_state, b, train=False)
+            return jnp.clip(out, 0.0, 1.0)
+        return jnp.stack([one(identities[i]) for i in range(identities.shape[0])])
+
+    return jax.jit(sample)

@@ -1,0 +1,210 @@
+"""CIAGAN training loop: restore-or-init, sharded iterations, metrics, checkpoints, samples.
+
+`train_and_evaluate(config, workdir)` resumes from the newest checkpoint in
+`workdir/checkpoints` without being asked. Resumption is exact: the state
+holds every variable, optimiser state and the RNG, and the data iterator is
+rebuilt at the position the checkpoint reached (`start_step` = completed
+iterations x pair batches per iteration), so a resumed run equals an
+uninterrupted one bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, parameter_overview, periodic_actions
+
+from ciagan_jax.training import checkpoint as ckpt_lib
+from ciagan_jax.training import mesh as mesh_lib
+from ciagan_jax.training import state as state_lib
+from ciagan_jax.training import steps as steps_lib
+
+PairIterator = Iterator[Mapping[str, np.ndarray]]
+NUM_CONTROLS = 3  # Composites per sample-grid row, each with another control identity.
+MAX_GRID_ROWS = 8
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss or gradient norm became NaN or Inf; the run stopped before saving it."""
+
+
+def make_pair_iterator(config: ml_collections.ConfigDict, *, split: str, batch_size: int,
+                       seed: int, start_step: int, train: bool) -> PairIterator:
+    """This process's share of the pipeline's pair batches (see ciagan_jax.data.pipeline).
+
+    `batch_size` is global; each process receives batch_size / process_count rows.
+    """
+    from ciagan_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    if not config.data.dir:
+        raise ValueError("config.data.dir is not set: pass --config.data.dir=<preprocessed dir> "
+                         "(made by python -m ciagan_jax.preprocess)")
+    return pipeline.make_pair_iterator(
+        config.data.dir, split=split, batch_size=batch_size, image_size=config.image_size,
+        seed=seed, start_step=start_step, train=train, process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        same_identity_fraction=config.data.same_identity_fraction)
+
+
+def _init_fn(config: ml_collections.ConfigDict, identity_variables: Any = None
+             ) -> Callable[[jax.Array], state_lib.TrainState]:
+    return lambda rng: state_lib.init_train_state(config, rng, identity_variables)
+
+
+def _pretrained_identity(config: ml_collections.ConfigDict, workdir: str) -> Any:
+    if not config.pretrain.enabled:
+        return None
+    from ciagan_jax.training import pretrain  # pylint: disable=g-import-not-at-top
+    directory = pretrain.pretrain_dir(config, workdir)
+    logging.info("Starting the identity network from the Proxy-NCA checkpoint in %s", directory)
+    return pretrain.load_identity_variables(directory, config)
+
+
+def _check_finite(metrics: Mapping[str, Any], step: int, manager) -> None:
+    bad = {k: float(v) for k, v in metrics.items() if not np.isfinite(v)}
+    if bad:
+        manager.wait_until_finished()
+        last = ckpt_lib.latest_step(manager)
+        names = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+        raise NonFiniteLossError(
+            f"non-finite training value at step {step}: {names}. The run stopped without "
+            f"saving step {step}; the last good checkpoint is step {last} in "
+            f"{manager.directory}. Lower optim.learning_rate or check the data.")
+
+
+def _grid_controls(identity: np.ndarray, num_identities: int) -> np.ndarray:
+    """(NUM_CONTROLS, rows) control identities, each different from the source."""
+    stride = max(1, num_identities // NUM_CONTROLS)
+    return np.stack([(identity + 1 + k * stride) % num_identities
+                     for k in range(NUM_CONTROLS)]).astype(np.int32)
+
+
+def sample_grid(sample_fn, state: state_lib.TrainState, batch: Mapping[str, np.ndarray],
+                num_identities: int) -> np.ndarray:
+    """Grid (rows*S, 5*S, 3) float in [0, 1]: source | landmarks | 3 composites per row."""
+    controls = _grid_controls(np.asarray(batch["identity"]), num_identities)
+    inputs = {k: np.asarray(batch[k]) for k in ("image", "landmarks", "mask")}
+    comps = np.asarray(jax.device_get(sample_fn(state.generator.params, state.generator.state,
+                                                inputs, controls)))
+    columns = [inputs["image"], np.clip(inputs["landmarks"], 0, 1)] + list(comps)
+    rows = [np.concatenate([c[r] for c in columns], axis=1) for r in range(comps.shape[1])]
+    return np.concatenate(rows, axis=0)
+
+
+def _write_png(path: str, grid: np.ndarray) -> None:
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.round(np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
+    """Trains CIAGAN for `config.num_train_steps` iterations in `workdir`; returns the state.
+
+    Writes TensorBoard events + logs (process 0), `checkpoints/<step>` every
+    `checkpoint_every_steps` and at the end, and `samples/step_<step>.png`
+    every `sample_every_steps`. Raises NonFiniteLossError on a NaN/Inf loss.
+    """
+    workdir = os.path.abspath(os.fspath(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    mesh = mesh_lib.make_mesh()
+    mesh_lib.check_batch_divisible(config.batch_size, mesh)
+    k_batches = steps_lib.batches_per_iteration(config)
+    local_batch = config.batch_size // jax.process_count()
+    writer = metric_writers.create_default_writer(workdir,
+                                                  just_logging=jax.process_index() > 0)
+    manager = ckpt_lib.make_manager(os.path.join(workdir, "checkpoints"),
+                                    max_to_keep=config.keep_checkpoints)
+
+    key = state_lib.seed_key(config.seed)
+    abstract = jax.eval_shape(_init_fn(config), key)
+    shardings = mesh_lib.state_shardings(abstract, mesh, config)
+    latest = ckpt_lib.latest_step(manager)
+    if latest is not None:
+        state, meta = ckpt_lib.restore(manager, latest, abstract, shardings)
+        logging.info("Resumed from checkpoint step %d (%s)", latest, meta)
+    else:
+        identity_vars = _pretrained_identity(config, workdir)
+        state = jax.jit(_init_fn(config, identity_vars), out_shardings=shardings)(key)
+    initial_step = int(jax.device_get(state.step))
+
+    if initial_step == 0:
+        for name in ("generator", "discriminator", "identity"):
+            logging.info("%s parameters:\n%s", name, parameter_overview.get_parameter_overview(
+                getattr(state, name).params))
+        writer.write_hparams({k: v for k, v in config.to_dict().items()
+                              if isinstance(v, (int, float, str, bool))})
+
+    train_it = make_pair_iterator(config, split=config.data.train_split,
+                                  batch_size=config.batch_size,
+                                  seed=config.seed, start_step=initial_step * k_batches,
+                                  train=True)
+    sample_rows = min(MAX_GRID_ROWS, local_batch)
+    grid_batch = next(make_pair_iterator(config, split=config.data.train_split,
+                                         batch_size=sample_rows * jax.process_count(),
+                                         seed=config.seed + 1,
+                                         start_step=0, train=False))
+    train_fn = steps_lib.make_train_iteration(config, mesh, shardings)
+    sample_fn = steps_lib.make_sample_fn(config)
+    report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
+                                             writer=writer, every_steps=config.log_every_steps)
+    pairs_per_iteration = config.batch_size * k_batches
+
+    logging.info("Training %d -> %d iterations, %d pair batches of %d per iteration on %d "
+                 "devices", initial_step, config.num_train_steps, k_batches, config.batch_size,
+                 mesh.size)
+    pending: list[tuple[int, Any]] = []
+    window: list[dict[str, float]] = []
+    window_start = time.time()
+    step = initial_step
+    try:
+        for step in range(initial_step + 1, config.num_train_steps + 1):
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                local = steps_lib.stack_pair_batches([next(train_it) for _ in range(k_batches)])
+                state, metrics = train_fn(state, steps_lib.put_iteration_batches(local, mesh))
+            # Check the previous step's values while this one runs (no stall).
+            for s, m in pending:
+                window.append(jax.device_get(m))
+                _check_finite(window[-1], s, manager)
+            pending = [(step, metrics)]
+            report(step)
+            is_last = step == config.num_train_steps
+            save_now = step % config.checkpoint_every_steps == 0 or is_last
+            log_now = step % config.log_every_steps == 0 or is_last
+            if save_now or log_now:
+                for s, m in pending:
+                    window.append(jax.device_get(m))
+                    _check_finite(window[-1], s, manager)
+                pending = []
+            if log_now and window:
+                elapsed = time.time() - window_start
+                scalars = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                scalars["step_time_s"] = elapsed / len(window)
+                scalars["examples_per_sec"] = pairs_per_iteration * len(window) / elapsed
+                writer.write_scalars(step, scalars)
+                window, window_start = [], time.time()
+            if save_now:
+                with report.timed("checkpoint"):
+                    ckpt_lib.save(manager, step, state,
+                                  {"step": step, "pair_batches_consumed": step * k_batches})
+            if config.sample_every_steps and (step % config.sample_every_steps == 0 or is_last):
+                with report.timed("samples"):
+                    grid = sample_grid(sample_fn, state, grid_batch, config.num_identities)
+                    if jax.process_index() == 0:
+                        writer.write_images(step, {"samples": grid[None]})
+                        _write_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
+        for s, m in pending:
+            _check_finite(jax.device_get(m), s, manager)
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        writer.flush()
+    # More than one program means a shape, dtype or sharding changed between steps.
+    logging.info("Finished at step %d; train iteration compiled %d time(s)", step,
+                 train_fn._cache_size())  # pylint: disable=protected-access
+    return state
