@@ -32,6 +32,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ciagan_jax.io import json_files
+
 MANIFEST_FILE = "export.json"
 FORMAT_NAME = "ciagan_jax.export"
 FORMAT_VERSION = 1
@@ -219,13 +221,8 @@ def load_bundle(export_dir: str, *, verify: bool = True) -> ExportedGenerator:
     from jax import export as jax_export  # pylint: disable=g-import-not-at-top
 
     path = os.path.join(export_dir, MANIFEST_FILE)
-    if not os.path.isfile(path):
-        raise BundleError(f"{path}: missing (not a ciagan_jax export directory?)")
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{path}: not valid JSON ({e})") from e
+    manifest = json_files.read_json_object(path, BundleError,
+                                           "not a ciagan_jax export directory?")
     if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{path}: format {manifest.get('format')!r} version "
                           f"{manifest.get('format_version')!r}; this code reads {FORMAT_NAME!r} "

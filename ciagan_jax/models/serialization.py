@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 
 import ciagan_jax
+from ciagan_jax.io import json_files
 from ciagan_jax.models import factory
 from ciagan_jax.models.layers import SPECTRAL
 
@@ -141,16 +142,8 @@ def save_generator(directory: str, config: ml_collections.ConfigDict,
 
 
 def _read_json(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise ModelFormatError(f"{path}: missing (not a saved ciagan_jax generator directory?)")
-    try:
-        with open(path) as f:
-            obj = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFormatError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(obj, dict):
-        raise ModelFormatError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    return obj
+    return json_files.read_json_object(path, ModelFormatError,
+                                       "not a saved ciagan_jax generator directory?")
 
 
 def _expected_shapes(module: nn.Module, config: ml_collections.ConfigDict) -> dict[str, Any]:
