@@ -86,8 +86,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
                              detectors=tuple(config.eval.detectors),
                              upsample=config.eval.hog_upsample,
                              cnn_upsample=config.eval.cnn_upsample,
-                             figure_faces=config.eval.figure_faces)
-    result["checkpoint_step"] = int(step)
+                             figure_faces=config.eval.figure_faces,
+                             metadata={"checkpoint_step": int(step), "workdir": workdir,
+                                       "data_dir": config.data.dir,
+                                       "split": config.data.eval_split})
     _log_to_tensorboard(metric_writers.create_default_writer(
         out_dir, just_logging=jax.process_index() > 0), result, int(step), out_dir)
     logging.info("evaluation of step %d written to %s:\n%s", step, out_dir,

@@ -136,8 +136,12 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray]], methods: Mapping[str, 
              upsample: int = 1, cnn_upsample: int | None = None,
              fid_batch_size: int = 32, figure_faces: int = 6,
              extractor: FeatureExtractor | None = None,
-             total_records: int | None = None) -> dict[str, Any]:
+             total_records: int | None = None,
+             metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Runs the protocol and writes report.json / report.md / comparison.png.
+
+    `metadata` (e.g. {'checkpoint_step': 40}) is stored at the top of the
+    report so the files say what was evaluated.
 
     Returns the report dict (also in report.json): per row 'n', detection
     rates in % ('det_hog', 'det_cnn'), Recall@1 in % ('recall_dlib',
@@ -226,6 +230,7 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray]], methods: Mapping[str, 
         entry["paper"] = PAPER_TABLE2.get(pk) if pk else None
         report["rows"][name] = entry
 
+    report.update(dict(metadata or {}))
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(render_markdown(report))
     save_comparison(out_dir / "comparison.png", {n: np.concatenate(rows[n].figure) for n in names})
@@ -244,6 +249,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         f"# Evaluation: {report['n_records']} faces, {report['n_identities']} identities",
         "",
+    ]
+    if "checkpoint_step" in report:
+        lines += [f"CIAGAN: checkpoint step {report['checkpoint_step']} of "
+                  f"`{report.get('workdir', '?')}`, records of `{report.get('data_dir', '?')}` "
+                  f"(split `{report.get('split', '?')}`).", ""]
+    lines += [
         "Detection: share of images where dlib finds >= 1 face (upsample "
         + ", ".join(f"{k.upper()} {v}" for k, v in report["upsample"].items())
         + "). Recall@1: nearest original (own original left out) has the "
