@@ -30,3 +30,17 @@ def shared_data() -> pathlib.Path:
         pytest.skip(f"real data not found at {SHARED_DATA} (expected ../shared/data "
                     "beside the checkout, or set CIAGAN_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def celeba_sample_records(shared_data, tmp_path_factory) -> pathlib.Path:
+    """../shared/data/celeba_sample preprocessed once per session (TFRecords, --aligned)."""
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+
+    out = tmp_path_factory.mktemp("celeba_sample_records") / "data"
+    r = subprocess.run([sys.executable, "-m", "ciagan_jax.preprocess", "--input",
+                        str(shared_data / "celeba_sample"), "--layout", "folders", "--aligned",
+                        "--output", str(out)], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return out

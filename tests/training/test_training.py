@@ -12,6 +12,7 @@ from __future__ import annotations
 import ciagan_jax  # noqa: F401  (sets the XLA CPU flags before JAX starts)
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,12 +45,8 @@ def env(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def data_dir(shared_data, tmp_path_factory, env):
-    out = tmp_path_factory.mktemp("celeba_pp") / "data"
-    subprocess.run([sys.executable, "-m", "ciagan_jax.preprocess", "--input",
-                    str(shared_data / "celeba_sample"), "--layout", "folders", "--aligned",
-                    "--output", str(out)], check=True, cwd=REPO, env=env, capture_output=True)
-    return out
+def data_dir(celeba_sample_records):
+    return celeba_sample_records
 
 
 def _cmd(workdir, data_dir, extra=()):
@@ -170,14 +167,85 @@ def test_eight_devices_split_the_batch_and_match_one_device(reference_run, data_
     assert out == "8 (4, 1, 2, 2, 3) [0, 1, 2, 3, 4, 5, 6, 7]"
     ref_wd, _ = reference_run
     wd = tmp_path / "eight"
-    _run(wd, data_dir, env8, ["--config.num_train_steps=2"])
+    log8 = _run(wd, data_dir, env8, ["--config.num_train_steps=2"])
     config = _tiny_config(data_dir)
     eight, _ = _restore(wd, config, 2)
     one, _ = _restore(ref_wd, config, 2)
-    for (path, a), (_, b) in zip(_leaves(eight.generator.params), _leaves(one.generator.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5,
-                                   err_msg=jax.tree_util.keystr(path))
-    for (path, a), (_, b) in zip(_leaves(eight.discriminator.params),
-                                 _leaves(one.discriminator.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5,
-                                   err_msg=jax.tree_util.keystr(path))
+    # The first iteration starts from the same parameters and sees the same
+    # global batch, so its losses agree to float reduction-order noise.
+    ref_log = reference_run[1]
+    assert _logged(log8, 1), log8[-3000:]
+    losses = {k: v for k, v in _logged(log8, 1).items() if k.endswith("_loss")}
+    assert len(losses) >= 3, log8[-3000:]
+    for name, value in losses.items():
+        np.testing.assert_allclose(value, _logged(ref_log, 1)[name], rtol=2e-4, err_msg=name)
+    # Adam divides each gradient by its own running RMS, so a parameter whose
+    # gradient is pure rounding noise (e.g. a conv bias in front of instance
+    # norm) moves +-lr either way on different reduction orders: the bound is
+    # lr per update per step. Such flips after step 1 perturb step 2's
+    # gradients a little everywhere, and Adam turns that into visible changes
+    # wherever a gradient is small, so "most" elements agree closely, not all;
+    # training on different data would move nearly every element by ~lr.
+    bound = 2 * 1.06 * config.optim.learning_rate * 2 + 1e-5
+    for net in ("generator", "discriminator", "identity"):
+        total = close = 0
+        for (path, a), (_, b) in zip(_leaves(getattr(eight, net).params),
+                                     _leaves(getattr(one, net).params)):
+            diff = np.abs(np.asarray(a) - np.asarray(b))
+            assert diff.max() <= bound, (net, jax.tree_util.keystr(path), diff.max())
+            total += diff.size
+            close += int((diff <= 1e-5 + 1e-3 * np.abs(np.asarray(b))).sum())
+        assert close / total > 0.7, (net, close / total)
+
+
+def _logged(log: str, step: int) -> dict[str, float]:
+    """Scalars clu's logging writer printed for `step` ('[step] a=1.0, b=2.0')."""
+    out = {}
+    for line in log.splitlines():
+        m = re.search(r"\] \[(\d+)\] (.*)$", line) or re.search(r"^\[(\d+)\] (.*)$", line)
+        if m and int(m.group(1)) == step:
+            for item in m.group(2).split(", "):
+                k, _, v = item.partition("=")
+                try:
+                    out[k.strip()] = float(v)
+                except ValueError:
+                    pass
+    return out
+
+
+def test_evaluate_mode_writes_table2_report_for_the_latest_checkpoint(reference_run, data_dir,
+                                                                     env):
+    wd, _ = reference_run
+    r = subprocess.run(_cmd(wd, data_dir, ["--mode=evaluate", "--config.eval.detectors=('hog',)",
+                                           "--config.eval.max_records=12",
+                                           "--config.eval.figure_faces=3"]),
+                       cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-4000:]
+    import json  # pylint: disable=g-import-not-at-top
+    result = json.loads((wd / "eval" / "report.json").read_text())
+    assert result["checkpoint_step"] == 4
+    rows = result["rows"]
+    assert {"original", "ciagan", "pixel8", "pixel16", "blur9", "blur17", "mask"} <= set(rows)
+    assert rows["ciagan"]["n"] == 12
+    assert 0 <= rows["ciagan"]["det_hog"] <= 100 and np.isfinite(rows["ciagan"]["fid"])
+    md = (wd / "eval" / "report.md").read_text()
+    assert "| ciagan |" in md and "R@1 dlib" in md
+    assert (wd / "eval" / "comparison.png").stat().st_size > 1000
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(wd / "eval"))
+
+
+def test_nan_loss_stops_with_loss_name_step_and_last_good_checkpoint(reference_run, tmp_path):
+    from ciagan_jax.training import train as train_lib  # pylint: disable=g-import-not-at-top
+    ref_wd, _ = reference_run
+    shutil.copytree(ref_wd / "checkpoints", tmp_path / "checkpoints")
+    manager = ckpt_lib.make_manager(str(tmp_path / "checkpoints"), max_to_keep=None)
+    try:
+        train_lib._check_finite({"critic_loss": np.float32(0.5), "grad_norm": np.float32(1.0)},
+                                5, manager)  # Finite: no error.
+        with pytest.raises(train_lib.NonFiniteLossError,
+                           match=r"step 5: generator_identity_loss=nan.*last good checkpoint is "
+                                 r"step 4"):
+            train_lib._check_finite({"critic_loss": np.float32(0.5),
+                                     "generator_identity_loss": np.float32("nan")}, 5, manager)
+    finally:
+        manager.close()
