@@ -73,8 +73,3 @@ def test_chunked_equals_unchunked_including_ties():
     np.testing.assert_array_equal(full.nearest, d.argmin(axis=1))
 
 
-def test_pnca_embedder_placeholder_says_what_is_missing(tmp_path):
-    with pytest.raises(NotImplementedError, match="identity-network checkpoint"):
-        recall.make_embedder(f"pnca:{tmp_path}")
-    with pytest.raises(ValueError, match="unknown embedder"):
-        recall.make_embedder("facenet")
