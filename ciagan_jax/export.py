@@ -166,6 +166,29 @@ class ExportedGenerator:
     manifest: Mapping[str, Any]
     _programs: dict[int, Any] = dataclasses.field(repr=False)
     _variables: Any = dataclasses.field(repr=False)
+    fold_weights: bool = True
+    _callables: dict[int, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    def _callable(self, batch: int):
+        """The program for `batch`, jitted once per batch size on first use.
+
+        With `fold_weights` the variables are closed over, so XLA constant-folds
+        the per-call weight work (spectral-norm division, fused resampling
+        kernels) at compile time: measured on a 2-core EPYC at 128px, 51 vs 25
+        crops/s at batch 1 and 41 vs 33 at batch 4, for ~18 s more compilation
+        per batch size. Without it the variables are ordinary arguments.
+        """
+        fn = self._callables.get(batch)
+        if fn is None:
+            import jax  # pylint: disable=g-import-not-at-top
+
+            program, variables = self._programs[batch], self._variables
+            if self.fold_weights:
+                fn = jax.jit(lambda lm, mf, ids: program.call(variables, lm, mf, ids))
+            else:
+                fn = lambda lm, mf, ids: program.call(variables, lm, mf, ids)  # noqa: E731
+            self._callables[batch] = fn
+        return fn
 
     def _run(self, batch: int, lm: np.ndarray, mf: np.ndarray, ids: np.ndarray) -> np.ndarray:
         n = lm.shape[0]
@@ -174,7 +197,7 @@ class ExportedGenerator:
             lm = np.concatenate([lm, np.repeat(lm[-1:], pad, axis=0)])
             mf = np.concatenate([mf, np.repeat(mf[-1:], pad, axis=0)])
             ids = np.concatenate([ids, np.repeat(ids[-1:], pad, axis=0)])
-        out = self._programs[batch].call(self._variables, lm, mf, ids)
+        out = self._callable(batch)(lm, mf, ids)
         return np.asarray(out)[:n]
 
     def __call__(self, landmarks: np.ndarray, masked_face: np.ndarray,
@@ -211,8 +234,12 @@ def is_bundle(directory: str) -> bool:
     return os.path.isfile(os.path.join(directory, MANIFEST_FILE))
 
 
-def load_bundle(export_dir: str, *, verify: bool = True) -> ExportedGenerator:
+def load_bundle(export_dir: str, *, verify: bool = True,
+                fold_weights: bool = True) -> ExportedGenerator:
     """Loads an export directory; needs no ciagan_jax model code.
+
+    `fold_weights` (see `ExportedGenerator._callable`) trades compile time
+    for about 2x faster generation at small batches.
 
     Raises:
       BundleError: missing manifest or file, unknown format, or (with
@@ -257,7 +284,7 @@ def load_bundle(export_dir: str, *, verify: bool = True) -> ExportedGenerator:
         directory=export_dir, image_size=int(manifest["image_size"]),
         num_identities=int(manifest["num_identities"]),
         batch_sizes=tuple(sorted(programs)), manifest=manifest, _programs=programs,
-        _variables=variables)
+        _variables=variables, fold_weights=fold_weights)
 
 
 def export_from_model(model_dir: str, export_dir: str,

@@ -32,7 +32,11 @@ def test_exported_program_matches_module_output_including_padded_and_chunked_bat
         one_hot = np.eye(config.num_identities, dtype=np.float32)[ids]
         want = np.asarray(jax.jit(lambda v, a, b: module.apply(v, a, b, train=False))(variables, x, one_hot))
         assert got.shape == (n, config.image_size, config.image_size, 3)
-        np.testing.assert_allclose(got, want, atol=1e-5)
+        # Folded weights are computed by XLA's constant folder in another
+        # order than at run time: float rounding, not a different model.
+        np.testing.assert_allclose(got, want, atol=3e-4)
+        unfolded = export.load_bundle(str(smoke_setup[2]), fold_weights=False)
+        np.testing.assert_allclose(unfolded(lm, mf, ids), want, atol=1e-5)
 
 
 def test_bundle_writes_manifest_with_checksum_of_every_file(smoke_setup):
