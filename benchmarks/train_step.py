@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ciagan_jax import config_loading
+from ciagan_jax import platform as platform_lib
 from ciagan_jax.models import factory
 from ciagan_jax.models.generator import generator_input
 from ciagan_jax.training import mesh as mesh_lib
@@ -223,7 +224,11 @@ def main(argv=None) -> int:
     state, metrics = compiled(state, batches)  # Warm-up.
     jax.block_until_ready(metrics)
     times = []
+    rss_untrimmed_mb = current_rss_mb()
+    platform_lib.release_free_host_memory()
     rss_before_mb = current_rss_mb()
+    print(f"host memory after compile + warm-up: {rss_untrimmed_mb:.0f} MB resident, "
+          f"{rss_before_mb:.0f} MB after returning freed heap pages to the OS", flush=True)
     with RssSampler() as sampler:
         for i in range(args.iters):
             t0 = time.perf_counter()
@@ -256,6 +261,7 @@ def main(argv=None) -> int:
     result.update({f"iteration_{k2}": round(v, 1) for k2, v in iteration_peak.items()})
     result["iteration_host_rss_sampled_peak_mb"] = round(sampler.peak_mb, 1)
     result["host_rss_before_iterations_mb"] = round(rss_before_mb, 1)
+    result["host_rss_before_trim_mb"] = round(rss_untrimmed_mb, 1)
     result.update({f"iteration_{k2}": v for k2, v in xla_mem.items()})
     if args.release_json:
         # The release's iteration timed on this machine (benchmarks/release_torch_step.py).

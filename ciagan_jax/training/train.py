@@ -21,6 +21,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 
+from ciagan_jax import platform as platform_lib
 from ciagan_jax.training import checkpoint as ckpt_lib
 from ciagan_jax.training import mesh as mesh_lib
 from ciagan_jax.training import state as state_lib
@@ -172,6 +173,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                 window.append(jax.device_get(m))
                 _check_finite(window[-1], s, manager)
             pending = [(step, metrics)]
+            if step == initial_step + 1:
+                # The iteration is compiled by now; give its multi-GB compile
+                # peak back to the OS (release settings: 7.2 -> 2.0 GB resident).
+                platform_lib.release_free_host_memory()
             report(step)
             is_last = step == config.num_train_steps
             save_now = step % config.checkpoint_every_steps == 0 or is_last
