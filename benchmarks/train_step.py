@@ -26,6 +26,7 @@ for comparison.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform as py_platform
 import resource
@@ -246,6 +247,7 @@ def main(argv=None) -> int:
         "config": args.config, "batch": args.batch, "image_size": s, "num_identities": n_ids,
         "schedule": [spec.identity_steps, spec.critic_steps, spec.generator_steps],
         "fused_resampling": factory.fused_resampling(config), "dtype": config.compute_dtype,
+        "compiler_options": steps.training_compiler_options(config),
         "compile_s": round(compile_s, 1), "iteration_s_min": round(it_s, 3),
         "iteration_s_median": round(statistics.median(times), 3),
         "tflop_per_iteration": round(flops / 1e12, 3),
@@ -293,10 +295,11 @@ def time_phases(config, state, host, mesh, spec) -> dict:
     txs = state_lib.make_optimizers(config)
     model = steps._Model(nets, spec)  # pylint: disable=protected-access
     take = lambda i: {f: jnp.asarray(v[i]) for f, v in host.items()}
-    ident_fn = jax.jit(lambda net, b: steps.identity_step(model, txs.identity, net, b))
-    critic_fn = jax.jit(lambda g, d, fb, rb, r: steps.critic_step(model, txs.discriminator, g, d,
-                                                                   fb, rb, r))
-    gen_fn = jax.jit(lambda g, d, i, b: steps.generator_step(model, txs.generator, g, d, i, b))
+    jit = functools.partial(jax.jit, compiler_options=steps.training_compiler_options(config))
+    ident_fn = jit(lambda net, b: steps.identity_step(model, txs.identity, net, b))
+    critic_fn = jit(lambda g, d, fb, rb, r: steps.critic_step(model, txs.discriminator, g, d,
+                                                              fb, rb, r))
+    gen_fn = jit(lambda g, d, i, b: steps.generator_step(model, txs.generator, g, d, i, b))
     rng = jax.random.key(1)
     out = {}
     jax.block_until_ready(ident_fn(state.identity, take(0)))

@@ -34,6 +34,39 @@ def configure_xla_cpu_flags() -> bool:
     return not _jax_backend_started()
 
 
+# Per-computation options for the training programs on the CPU backend.
+# Batch norm reduces over (N, H, W) with channels minor; XLA's own emitters
+# run those reductions, and the elementwise maths fused into them, as scalar
+# loops, while YNNPACK's reduce kernels vectorise them (a batch-norm forward
+# and backward at 16x128x128x64: 107 -> 40 ms). The identity step of the
+# release iteration drops from 13.9 to 12.3 s, the generator step from 9.1
+# to 8.1 s. Only the training programs get it: the generator's instance
+# norm reduces over (H, W) per sample, and inference at batch 16 went from
+# 56 to 41 images/s with YNNPACK reductions.
+_TRAINING_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+# XLA's default CPU scheduler overlaps independent sub-steps for
+# concurrency; the memory-optimised one keeps one iteration's buffers at
+# 4.0 GB instead of 5.2 GB (release settings, batch 16) for ~2% more time.
+_MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+
+
+def training_compiler_options(memory_optimized_schedule: bool = True) -> dict[str, str] | None:
+    """XLA options for jitting the training steps: CPU-only tuning, None elsewhere.
+
+    Passed as `jax.jit(..., compiler_options=...)` so only the training
+    programs get them (inference keeps the process-wide flags). Returns None
+    on GPU/TPU and when ``CIAGAN_KEEP_XLA_FLAGS=1`` asks us to tune nothing.
+    """
+    import jax  # pylint: disable=g-import-not-at-top
+
+    if os.environ.get("CIAGAN_KEEP_XLA_FLAGS") or jax.default_backend() != "cpu":
+        return None
+    options = dict(_TRAINING_CPU_OPTIONS)
+    if memory_optimized_schedule:
+        options.update(_MEMORY_SCHEDULER)
+    return options
+
+
 def _jax_backend_started() -> bool:
     xb = sys.modules.get("jax._src.xla_bridge")
     if xb is None:

@@ -24,6 +24,7 @@ def get_config() -> config_dict.ConfigDict:
     c.keep_checkpoints = 3  # Orbax max_to_keep.
     c.sample_every_steps = 1000  # Sample-grid cadence (TensorBoard + workdir/samples/*.png).
     c.compute_dtype = "float32"  # 'bfloat16' for mixed precision on GPU/TPU (fp32 master weights).
+    c.cpu_memory_schedule = True  # CPU only: XLA's memory-optimised scheduler (release: 5.2 -> 4.0 GB per iteration, ~2% slower).
 
     c.data = config_dict.ConfigDict()
     c.data.dir = config_dict.placeholder(str)  # Preprocessed data dir (python -m ciagan_jax.preprocess).

@@ -100,9 +100,69 @@ class SpectralNormKernel(nn.Module):
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv(x: Array, kernel: Array, stride: int = 1) -> Array:
+def _lax_conv(x: Array, kernel: Array, stride: int = 1) -> Array:
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
                                         dimension_numbers=_DN)
+
+
+def _conv(x: Array, kernel: Array, stride: int = 1) -> Array:
+    if stride == 2 and kernel.shape[0] == kernel.shape[1] and kernel.shape[0] % 2 == 0:
+        return _stride2_conv(x, kernel)
+    return _lax_conv(x, kernel, stride)
+
+
+def _stride2_phase_kernel(kernel: Array) -> Array:
+    """(2T, 2T, in, out) kernel -> (T, T, out, 4 * in): its stride-2 conv's input gradient
+    as a stride-1 conv, one group of `in` output channels per pixel phase (a, b).
+
+    Input pixel 2i + a receives g[i - t] * K[2t + a] for t < T: per phase a
+    correlation of g with every other tap, flipped.
+    """
+    t = kernel.shape[0] // 2
+    kt = jnp.swapaxes(kernel, 2, 3)  # (2T, 2T, out, in)
+    rows = []
+    for sy in range(t):
+        cols = []
+        for sx in range(t):
+            ky, kx = 2 * (t - 1 - sy), 2 * (t - 1 - sx)
+            cols.append(jnp.concatenate([kt[ky + a, kx + b] for a in (0, 1) for b in (0, 1)],
+                                        axis=-1))
+        rows.append(jnp.stack(cols))
+    return jnp.stack(rows)
+
+
+@jax.custom_vjp
+def _stride2_conv(x: Array, kernel: Array) -> Array:
+    """VALID stride-2 conv with an even square kernel (the fused conv + avg-pool).
+
+    Same function as `_lax_conv(x, kernel, 2)`; only the input gradient is
+    computed differently. XLA's CPU backend runs the transposed (input-
+    dilated) convolution of a strided conv's gradient at a third of its
+    forward speed; the phase form is a plain stride-1 conv with the same
+    FLOPs (measured at 32x130x130x64 -> 128: 305 -> 195 ms).
+    """
+    return _lax_conv(x, kernel, 2)
+
+
+def _stride2_conv_fwd(x: Array, kernel: Array):
+    return _lax_conv(x, kernel, 2), (x, kernel)
+
+
+def _stride2_conv_bwd(res, g: Array):
+    x, kernel = res
+    n, h, w, c = x.shape
+    t = kernel.shape[0] // 2
+    ho, wo = g.shape[1], g.shape[2]
+    hh, wh = (h + 1) // 2, (w + 1) // 2
+    gp = jnp.pad(g, ((0, 0), (t - 1, hh - ho), (t - 1, wh - wo), (0, 0)))
+    dx = _lax_conv(gp, _stride2_phase_kernel(kernel).astype(g.dtype))  # (n, hh, wh, 4c)
+    dx = dx.reshape(n, hh, wh, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * hh, 2 * wh, c)
+    dx = dx[:, :h, :w].astype(x.dtype)
+    _, kernel_vjp = jax.vjp(lambda k: _lax_conv(x, k, 2), kernel)
+    return dx, kernel_vjp(g)[0]
+
+
+_stride2_conv.defvjp(_stride2_conv_fwd, _stride2_conv_bwd)
 
 
 def reflect_pad(x: Array, pad: int) -> Array:

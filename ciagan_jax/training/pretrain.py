@@ -27,6 +27,7 @@ from ciagan_jax.models import factory
 from ciagan_jax.training import checkpoint as ckpt_lib
 from ciagan_jax.training import mesh as mesh_lib
 from ciagan_jax.training import state as state_lib
+from ciagan_jax.training import steps
 from ciagan_jax.training import train as train_lib
 
 PyTree = Any
@@ -114,7 +115,8 @@ def pretrain_identity(config: ml_collections.ConfigDict, workdir: str) -> dict:
     data_sh = mesh_lib.batch_sharding(mesh, 4)
     step_fn = jax.jit(functools.partial(_pretrain_step, config=config),
                       in_shardings=(shardings, data_sh, data_sh, mesh_lib.batch_sharding(mesh, 1)),
-                      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+                      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,),
+                      compiler_options=steps.training_compiler_options(config))
     report = periodic_actions.ReportProgress(num_train_steps=p.num_steps, writer=writer,
                                              every_steps=config.log_every_steps)
     try:

@@ -31,6 +31,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ciagan_jax import losses
+from ciagan_jax import platform
 from ciagan_jax.models import factory
 from ciagan_jax.models.generator import composite, generator_input
 from ciagan_jax.training import mesh as mesh_lib
@@ -300,7 +301,12 @@ def make_train_iteration(config: ml_collections.ConfigDict, mesh: Mesh,
                            txs=make_optimizers(config), spec=IterationSpec.from_config(config))
     return jax.jit(fn, in_shardings=(state_sharding, stacked_batch_sharding(mesh)),
                    out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
-                   donate_argnums=(0,))
+                   donate_argnums=(0,), compiler_options=training_compiler_options(config))
+
+
+def training_compiler_options(config: ml_collections.ConfigDict) -> dict[str, str] | None:
+    """The CPU backend's options for the training programs (None elsewhere)."""
+    return platform.training_compiler_options(bool(config.get("cpu_memory_schedule", True)))
 
 
 def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
