@@ -122,8 +122,7 @@ class Generator(nn.Module):
             h = layers.instance_norm(f"dec_norm_{i}")(h)
 
         # The last conv is plain: zero padding, no spectral norm (as released).
-        out = nn.Conv(3, (3, 3), padding=((1, 1), (1, 1)), kernel_init=kinit, bias_init=binit,
-                      dtype=self.dtype, name="conv_end")(h)
+        out = layers.PlainConv(3, 3, kinit, binit, self.dtype, name="conv_end")(h)
         return out.astype(jnp.float32)
 
 

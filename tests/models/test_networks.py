@@ -102,12 +102,15 @@ def test_spectral_norm_matches_pytorch_power_iteration_and_eval_division():
                  "spectral": {"u": jnp.asarray(u0), "v": jnp.asarray(v0)}}
 
     # Eval: divide by u^T W v from the stored vectors, no iteration.
-    w_eval, b = sn.apply(variables, cin, update_stats=False)
+    w_raw, b, inv_sigma = sn.apply(variables, cin, update_stats=False)
+    np.testing.assert_array_equal(np.asarray(w_raw), kernel)
+    w_eval = w_raw * inv_sigma
     np.testing.assert_allclose(np.asarray(w_eval), kernel / (u0 @ w_torch @ v0_torch), rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(b), bias)
 
     # Train: one power step first, then the same division.
-    (w_train, _), new = sn.apply(variables, cin, update_stats=True, mutable=["spectral"])
+    (w_raw, _, inv_sigma), new = sn.apply(variables, cin, update_stats=True, mutable=["spectral"])
+    w_train = w_raw * inv_sigma
     u1, v1, sigma1 = _torch_style_power_step(w_torch, u0, v0_torch)
     np.testing.assert_allclose(np.asarray(new["spectral"]["u"]), u1, rtol=1e-5, atol=1e-6)
     v1_flax = v1.reshape(cin, kh, kh).transpose(1, 2, 0).ravel()
@@ -132,7 +135,7 @@ def test_fused_resampling_conv_equals_literal_pool_and_upsample_order(resample, 
         literal = jax.lax.conv_general_dilated(
             layers.reflect_pad(layers.upsample2(x), k // 2), kernel, (1, 1), "VALID",
             dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
-    np.testing.assert_allclose(np.asarray(plain), np.asarray(literal), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(plain), np.asarray(literal), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(fused), np.asarray(literal), rtol=1e-5, atol=1e-5)
     # Gradients w.r.t. input and kernel agree too (the training path).
     loss = lambda f: lambda xx, kk: jnp.sum(jnp.sin(layers.conv_resample(xx, kk, bias, resample,
@@ -160,6 +163,50 @@ def test_stride2_conv_phase_gradient_equals_xla_transposed_conv(shape, k):
     for a, b in zip(g_ours, g_xla):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
     assert float(jnp.abs(g_ours[0]).sum()) > 0
+
+
+@pytest.mark.parametrize("shape,k,cout", [((2, 9, 7, 5), 3, 3), ((1, 6, 6, 16), 3, 1),
+                                          ((2, 8, 8, 4), 2, 7)])
+def test_few_output_channel_conv_and_its_gradients_equal_xla_conv(shape, k, cout):
+    # Convs with under 8 outputs run as one matmul to every tap plus shifted
+    # sums; the function and both gradients must be XLA's conv.
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+    kernel = jnp.asarray(rng.normal(size=(k, k, shape[-1], cout)).astype(np.float32))
+    ours = lambda xx, kk: jnp.sum(jnp.sin(layers._conv(xx, kk)))
+    xla = lambda xx, kk: jnp.sum(jnp.sin(jax.lax.conv_general_dilated(
+        xx, kk, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+    np.testing.assert_allclose(np.asarray(layers._conv(x, kernel)),
+                               np.asarray(layers._lax_conv(x, kernel)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float(ours(x, kernel)), float(xla(x, kernel)), rtol=1e-5, atol=1e-3)
+    g_ours = jax.grad(ours, argnums=(0, 1))(x, kernel)
+    g_xla = jax.grad(xla, argnums=(0, 1))(x, kernel)
+    for a, b in zip(g_ours, g_xla):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("resample", ["none", "down", "up"])
+@pytest.mark.parametrize("batch,side", [(1, 4), (2, 16)])
+def test_spectral_scale_applied_to_output_or_kernel_gives_the_scaled_kernel_conv(
+        resample, batch, side):
+    # The 1/sigma scale goes to the output when it is smaller than the
+    # kernel (batch 1 at 4x4 with 32 -> 32 channels) and to the kernel
+    # otherwise; values and gradients (sigma's included) must not change.
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(batch, side, side, 32)).astype(np.float32))
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 32, 32)).astype(np.float32))
+    bias = jnp.asarray(rng.normal(size=(32,)).astype(np.float32))
+    scale = jnp.float32(0.37)
+    deferred = lambda xx, kk, ss: jnp.sum(jnp.sin(layers.conv_resample(xx, kk, bias, resample,
+                                                                       scale=ss)))
+    folded = lambda xx, kk, ss: jnp.sum(jnp.sin(layers.conv_resample(xx, kk * ss, bias,
+                                                                     resample)))
+    np.testing.assert_allclose(float(deferred(x, kernel, scale)), float(folded(x, kernel, scale)),
+                               rtol=1e-5, atol=1e-3)
+    g_d = jax.grad(deferred, argnums=(0, 1, 2))(x, kernel, scale)
+    g_f = jax.grad(folded, argnums=(0, 1, 2))(x, kernel, scale)
+    for a, b in zip(g_d, g_f):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
 
 
 def test_fused_and_literal_networks_give_the_same_outputs():
