@@ -44,7 +44,7 @@ class Discriminator(nn.Module):
         h = x.astype(self.dtype) if self.dtype else x
         for i, f in enumerate(self.features):
             h = layers.ResBlockDown(f, dtype=self.dtype, fused=self.fused_resampling,
-                                    name=f"down_{i}")(h, train=train)
+                                    materialize_inputs=True, name=f"down_{i}")(h, train=train)
         h = layers.nchw_flatten(h.astype(jnp.float32))
         flat = self.features[-1] * BOTTLENECK_SIZE * BOTTLENECK_SIZE
         h = layers.torch_dense(self.hidden_features, flat, name="dense0")(h)

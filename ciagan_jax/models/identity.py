@@ -44,8 +44,13 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
+        # Conv inputs stored behind `layers.materialize` in training: XLA
+        # otherwise redoes the batch-norm maths inside the weight-gradient
+        # transposes (release identity step 12.2 -> 11.0 s on 2 vCPUs).
+        stored = layers.materialize if train else (lambda v: v)
+        x = stored(x)
         out = _conv(self.features, 3, self.stride, "conv1", self.dtype)(x)
-        out = nn.relu(_batch_norm(train, "bn1")(out))
+        out = stored(nn.relu(_batch_norm(train, "bn1")(out)))
         out = _conv(self.features, 3, 1, "conv2", self.dtype)(out)
         out = _batch_norm(train, "bn2")(out)
         if self.stride != 1 or x.shape[-1] != self.features:

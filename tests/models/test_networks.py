@@ -268,3 +268,15 @@ def test_bfloat16_compute_keeps_float32_params_and_stays_within_bf16_tolerance()
     got, got_first = run(config)
     assert 0.0 < rel(got_first, want_first) < 0.015
     assert rel(got, want) < 0.15
+
+
+def test_materialize_is_the_identity_in_value_and_gradient_even_with_nan():
+    # The fusion barrier must never change what a network computes: both
+    # branches of its conditional return the input, whatever the predicate.
+    x = jnp.array([[1.5, -0.0], [jnp.inf, 2.0]], jnp.float32)
+    np.testing.assert_array_equal(np.asarray(jax.jit(layers.materialize)(x)), np.asarray(x))
+    first_nan = x.at[0, 0].set(jnp.nan)  # Predicate false: the other branch.
+    np.testing.assert_array_equal(np.asarray(jax.jit(layers.materialize)(first_nan)),
+                                  np.asarray(first_nan))
+    g = jax.grad(lambda v: jnp.sum(jnp.sin(layers.materialize(v))))(x[1:, 1:])
+    np.testing.assert_allclose(np.asarray(g), np.cos(2.0), rtol=1e-6)
