@@ -297,12 +297,13 @@ def conv_resample(x: Array, kernel: Array, bias: Array, resample: str = "none",
     results equal the literal order up to float rounding (tested).
     `scale` (a scalar, the spectral norm's 1 / sigma) multiplies the kernel;
     a conv is linear in its kernel, so it is applied to the output instead
-    when the output has fewer elements than the kernel.
+    when one example's output has fewer elements than the kernel. The rule
+    ignores the batch size so an image gets the same rounding in any batch.
     """
     k = kernel.shape[0]
     if scale is not None:
         side = {"none": 1.0, "down": 0.5, "up": 2.0}.get(resample, 1.0)
-        out_elements = x.shape[0] * int(x.shape[1] * side) * int(x.shape[2] * side) * kernel.shape[-1]
+        out_elements = int(x.shape[1] * side) * int(x.shape[2] * side) * kernel.shape[-1]
         if out_elements >= kernel.size:
             kernel, scale = kernel * scale.astype(kernel.dtype), None
     kernel = kernel.astype(x.dtype)  # After the scale: bf16 runs round the scaled kernel once.

@@ -189,9 +189,9 @@ def test_few_output_channel_conv_and_its_gradients_equal_xla_conv(shape, k, cout
 @pytest.mark.parametrize("batch,side", [(1, 4), (2, 16)])
 def test_spectral_scale_applied_to_output_or_kernel_gives_the_scaled_kernel_conv(
         resample, batch, side):
-    # The 1/sigma scale goes to the output when it is smaller than the
-    # kernel (batch 1 at 4x4 with 32 -> 32 channels) and to the kernel
-    # otherwise; values and gradients (sigma's included) must not change.
+    # The 1/sigma scale goes to the output when one example's output is
+    # smaller than the kernel (4x4 with 32 -> 32 channels) and to the kernel
+    # otherwise (16x16); values and gradients (sigma's included) must not change.
     rng = np.random.default_rng(5)
     x = jnp.asarray(rng.normal(size=(batch, side, side, 32)).astype(np.float32))
     kernel = jnp.asarray(rng.normal(size=(3, 3, 32, 32)).astype(np.float32))
