@@ -50,6 +50,17 @@ _TRAINING_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION
 _MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 
 
+def cpu_tuning_enabled() -> bool:
+    """True when JAX runs on the CPU and ``CIAGAN_KEEP_XLA_FLAGS`` is unset.
+
+    The one switch for every CPU-specific workaround (compiler options here,
+    `layers.materialize` in the models), so the opt-out turns them all off.
+    """
+    import jax  # pylint: disable=g-import-not-at-top
+
+    return not os.environ.get("CIAGAN_KEEP_XLA_FLAGS") and jax.default_backend() == "cpu"
+
+
 def training_compiler_options(memory_optimized_schedule: bool = True) -> dict[str, str] | None:
     """XLA options for jitting the training steps: CPU-only tuning, None elsewhere.
 
@@ -57,9 +68,7 @@ def training_compiler_options(memory_optimized_schedule: bool = True) -> dict[st
     programs get them (inference keeps the process-wide flags). Returns None
     on GPU/TPU and when ``CIAGAN_KEEP_XLA_FLAGS=1`` asks us to tune nothing.
     """
-    import jax  # pylint: disable=g-import-not-at-top
-
-    if os.environ.get("CIAGAN_KEEP_XLA_FLAGS") or jax.default_backend() != "cpu":
+    if not cpu_tuning_enabled():
         return None
     options = dict(_TRAINING_CPU_OPTIONS)
     if memory_optimized_schedule:

@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ciagan_jax import platform
+
 Array = jax.Array
 Initializer = Callable[..., Array]
 
@@ -222,9 +224,10 @@ def materialize(x: Array) -> Array:
     A conditional is opaque to fusion; its predicate depends on the data so
     it is not folded, and both branches return `x` exactly (x * 1.0 == x for
     every float, NaN included). CPU only: elsewhere a conditional would cost
-    a device-to-host sync and fusion does not have this problem.
+    a device-to-host sync and fusion does not have this problem; off, like
+    the other CPU tuning, with ``CIAGAN_KEEP_XLA_FLAGS=1``.
     """
-    if jax.default_backend() != "cpu":
+    if not platform.cpu_tuning_enabled():
         return x
     first = x.reshape(-1)[0]
     return jax.lax.cond(first == first, lambda v: v, lambda v: v * 1.0, x)

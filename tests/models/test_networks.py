@@ -280,3 +280,12 @@ def test_materialize_is_the_identity_in_value_and_gradient_even_with_nan():
                                   np.asarray(first_nan))
     g = jax.grad(lambda v: jnp.sum(jnp.sin(layers.materialize(v))))(x[1:, 1:])
     np.testing.assert_allclose(np.asarray(g), np.cos(2.0), rtol=1e-6)
+
+
+def test_materialize_adds_a_conditional_on_cpu_and_nothing_when_tuning_is_opted_out(monkeypatch):
+    if jax.default_backend() != "cpu":
+        pytest.skip("the fusion barrier exists on the CPU backend only")
+    x = jnp.ones((2, 3))
+    assert "cond" in str(jax.make_jaxpr(layers.materialize)(x))
+    monkeypatch.setenv("CIAGAN_KEEP_XLA_FLAGS", "1")
+    assert "cond" not in str(jax.make_jaxpr(layers.materialize)(x))
