@@ -13,6 +13,7 @@ Two forms, chosen by config:
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -29,12 +30,27 @@ def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
 
 
-def _conv(features: int, kernel: int, stride: int, name: str, dtype) -> nn.Conv:
-    pad = kernel // 2
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                   padding=((pad, pad), (pad, pad)), use_bias=False,
-                   kernel_init=layers.torch_default_kernel_init,
-                   dtype=dtype, name=name)
+class _Conv(nn.Module):
+    """Bias-free zero-padded conv with `nn.Conv`'s variables ('kernel', same init);
+    its backward pass computes the kernel gradient first (`layers.weight_grad_first`)."""
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", layers.torch_default_kernel_init,
+                            (k, k, x.shape[-1], self.features), jnp.float32)
+        dtype = self.dtype or x.dtype
+        conv = functools.partial(layers.padded_conv, stride=self.stride, pad=k // 2)
+        return layers.weight_grad_first(conv, x.astype(dtype), kernel.astype(dtype))
+
+
+def _conv(features: int, kernel: int, stride: int, name: str, dtype) -> _Conv:
+    return _Conv(features, kernel, stride, dtype, name=name)
 
 
 class BasicBlock(nn.Module):

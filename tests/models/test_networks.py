@@ -290,3 +290,35 @@ def test_materialize_adds_a_conditional_on_cpu_and_nothing_when_tuning_is_opted_
     assert "cond" in trace()
     monkeypatch.setenv("CIAGAN_KEEP_XLA_FLAGS", "1")
     assert "cond" not in trace()
+
+
+@pytest.mark.parametrize("stride,k", [(1, 3), (2, 3), (2, 1), (2, 4)])
+def test_weight_grad_first_conv_has_the_plain_conv_value_and_gradients(stride, k):
+    x = jax.random.normal(jax.random.key(0), (2, 10, 10, 4))
+    kernel = jax.random.normal(jax.random.key(1), (k, k, 4, 5))
+    r = jax.random.normal(jax.random.key(2), layers.padded_conv(x, kernel, stride, k // 2).shape)
+    plain = lambda x, w: jnp.sum(jnp.sin(layers.padded_conv(x, w, stride, k // 2)) * r)
+    conv = lambda a, w: layers.padded_conv(a, w, stride, k // 2)
+    ordered = lambda x, w: jnp.sum(jnp.sin(layers.weight_grad_first(conv, x, w)) * r)
+    np.testing.assert_allclose(ordered(x, kernel), plain(x, kernel), rtol=1e-6)
+    for want, got in zip(jax.grad(plain, (0, 1))(x, kernel), jax.grad(ordered, (0, 1))(x, kernel)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # A frozen kernel: only the input gradient, still equal.
+    np.testing.assert_allclose(jax.grad(ordered)(x, kernel), jax.grad(plain)(x, kernel),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_weight_grad_first_gates_the_input_gradient_only_when_the_kernel_is_trained(monkeypatch):
+    if jax.default_backend() != "cpu":
+        pytest.skip("the ordering exists on the CPU backend only")
+    x, kernel = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 2))
+    conv = lambda a, w: layers.padded_conv(a, w, 1, 1)
+
+    def chain(x, w):  # Two convs: the first one's input gradient flows back through the second.
+        return jnp.sum(layers.weight_grad_first(conv, layers.weight_grad_first(conv, x, w), w))
+
+    trace = lambda argnums: str(jax.make_jaxpr(jax.grad(chain, argnums))(x, kernel))
+    assert "cond" in trace((0, 1))  # Kernel trained: the input gradient waits for it.
+    assert "cond" not in trace(0)  # Frozen network (the generator step's critic): no gate.
+    monkeypatch.setenv("CIAGAN_KEEP_XLA_FLAGS", "1")
+    assert "cond" not in trace((0, 1))
