@@ -217,8 +217,9 @@ def _stride2_conv_bwd(res, g: Array):
 _stride2_conv.defvjp(_stride2_conv_fwd, _stride2_conv_bwd)
 
 
-def materialize(x: Array) -> Array:
-    """Returns `x` in a buffer of its own that later fusions cannot look through.
+def materialize(x):
+    """Returns `x` (an array or a pytree of arrays) in buffers of its own that
+    later fusions cannot look through.
 
     Why: in a backward pass XLA's CPU backend fuses the elementwise producers
     of a conv's input (batch norm, ReLU, a residual add) into the transpose
@@ -236,11 +237,19 @@ def materialize(x: Array) -> Array:
     return _after(x, x)
 
 
-def _after(signal: Array, x: Array) -> Array:
-    """`x` unchanged, in a buffer of its own that XLA fills only once `signal`
-    exists and cannot fuse through (see `materialize`)."""
-    first = signal.reshape(-1)[0]
-    return jax.lax.cond(first == first, lambda v: v, lambda v: v * 1.0, x)
+def after(signal, x):
+    """`x` (a pytree) unchanged, but in buffers of its own that XLA fills only
+    once `signal` exists and cannot fuse through (see `materialize`): an
+    ordering constraint for XLA's CPU scheduler. Identity off the CPU tuning."""
+    if not platform.cpu_tuning_enabled():
+        return x
+    return _after(signal, x)
+
+
+def _after(signal, x):
+    first = jax.tree.leaves(signal)[0].reshape(-1)[0]
+    return jax.lax.cond(first == first, lambda t: t,
+                        lambda t: jax.tree.map(lambda v: v * jnp.asarray(1, v.dtype), t), x)
 
 
 def padded_conv(x: Array, kernel: Array, stride: int = 1, pad: int = 0) -> Array:

@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ciagan_jax import losses
 from ciagan_jax import platform
-from ciagan_jax.models import factory
+from ciagan_jax.models import factory, layers
 from ciagan_jax.models.generator import composite, generator_input
 from ciagan_jax.training import mesh as mesh_lib
 from ciagan_jax.training.state import NetState, Optimizers, TrainState, make_optimizers
@@ -146,9 +146,18 @@ class _Model:
         return self.nets.classifier.apply({"params": i_params["head"]}, emb).astype(jnp.float32)
 
 
-def _update(tx: optax.GradientTransformation, net: NetState, grads, new_state) -> NetState:
+def _update(tx: optax.GradientTransformation, net: NetState, grads,
+            new_state) -> tuple[NetState, Array]:
+    """Optimizer step; returns the new net state and the gradients' global norm."""
     updates, opt_state = tx.update(grads, net.opt_state, net.params)
-    return NetState(optax.apply_updates(net.params, updates), new_state, opt_state)
+    params = optax.apply_updates(net.params, updates)
+    # Stored behind a barrier (CPU only; see `layers.materialize`): otherwise
+    # XLA fuses each step's Adam moments into the next step's update and the
+    # grad-norm metric into the iteration's end, keeping every critic step's
+    # raw gradients alive to the last step (10 x 32 MB for one dense kernel).
+    params, opt_state, grad_norm = layers.materialize(
+        (params, opt_state, optax.global_norm(grads)))
+    return NetState(params, new_state, opt_state), grad_norm
 
 
 # --- Sub-steps ---------------------------------------------------------------------
@@ -172,8 +181,8 @@ def identity_step(model: _Model, tx, net: NetState, b: Batch) -> tuple[NetState,
         return loss, st
 
     (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    return _update(tx, net, grads, new_state), {"identity_loss": loss,
-                                                "identity_grad_norm": optax.global_norm(grads)}
+    net, grad_norm = _update(tx, net, grads, new_state)
+    return net, {"identity_loss": loss, "identity_grad_norm": grad_norm}
 
 
 def critic_step(model: _Model, tx, gen: NetState, disc: NetState, fake_b: Batch,
@@ -202,8 +211,8 @@ def critic_step(model: _Model, tx, gen: NetState, disc: NetState, fake_b: Batch,
 
     (loss, (new_state, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(disc.params)
     gen = gen.replace(state=g_state)
-    metrics = {"critic_loss": loss, "critic_grad_norm": optax.global_norm(grads), **aux}
-    return gen, _update(tx, disc, grads, new_state), metrics
+    disc, grad_norm = _update(tx, disc, grads, new_state)
+    return gen, disc, {"critic_loss": loss, "critic_grad_norm": grad_norm, **aux}
 
 
 def generator_step(model: _Model, tx, gen: NetState, disc: NetState, ident: NetState,
@@ -234,11 +243,10 @@ def generator_step(model: _Model, tx, gen: NetState, disc: NetState, ident: NetS
 
     (loss, (g_state, d_state, i_state, gan, id_loss)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(gen.params)
+    gen, grad_norm = _update(tx, gen, grads, g_state)
     metrics = {"generator_loss": loss, "generator_gan_loss": gan,
-               "generator_identity_loss": id_loss,
-               "generator_grad_norm": optax.global_norm(grads)}
-    return (_update(tx, gen, grads, g_state), disc.replace(state=d_state),
-            ident.replace(state=i_state), metrics)
+               "generator_identity_loss": id_loss, "generator_grad_norm": grad_norm}
+    return gen, disc.replace(state=d_state), ident.replace(state=i_state), metrics
 
 
 # --- The iteration -----------------------------------------------------------------
@@ -265,8 +273,14 @@ def train_iteration(state: TrainState, batches: Batch, *, nets: factory.Networks
     rng, step_rng = jax.random.split(state.rng)
     gp_rngs = jax.random.split(step_rng, max(spec.critic_steps, 1))
 
+    # Each sub-step's batch waits for the previous sub-step's last output (its
+    # gradient norm), so XLA's CPU scheduler cannot start a sub-step early and
+    # hold its activations alongside another's (see `layers.after`).
+    done = None
+
     def take(i: int) -> Batch:
-        return {k: v[i] for k, v in batches.items()}
+        b = {k: v[i] for k, v in batches.items()}
+        return b if done is None else layers.after(done, b)
 
     gen, disc, ident = state.generator, state.discriminator, state.identity
     collected: list[Metrics] = []
@@ -274,11 +288,13 @@ def train_iteration(state: TrainState, batches: Batch, *, nets: factory.Networks
     for _ in range(spec.identity_steps):
         ident, m = identity_step(model, txs.identity, ident, take(k))
         collected.append(m)
+        done = m["identity_grad_norm"]
         k += 1
     for j in range(spec.critic_steps):
         gen, disc, m = critic_step(model, txs.discriminator, gen, disc, take(k), take(k + 1),
                                    gp_rngs[j])
         collected.append(m)
+        done = m["critic_grad_norm"]
         k += 2
     for _ in range(spec.generator_steps):
         gen, disc, ident, m = generator_step(model, txs.generator, gen, disc, ident, take(k))

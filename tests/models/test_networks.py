@@ -322,3 +322,18 @@ def test_weight_grad_first_gates_the_input_gradient_only_when_the_kernel_is_trai
     assert "cond" not in trace(0)  # Frozen network (the generator step's critic): no gate.
     monkeypatch.setenv("CIAGAN_KEEP_XLA_FLAGS", "1")
     assert "cond" not in trace((0, 1))
+
+
+def test_after_returns_any_pytree_unchanged_and_waits_for_the_signal_on_cpu(monkeypatch):
+    tree = {"image": jnp.array([[1.5, -0.0, jnp.nan]]), "label": jnp.array([3, 7], jnp.int32),
+            "same": jnp.array([True, False])}
+    signal = jnp.array([2.0, 1.0])
+    out = jax.jit(layers.after)(signal, tree)
+    for k in tree:
+        assert out[k].dtype == tree[k].dtype
+        np.testing.assert_array_equal(out[k], tree[k])
+    trace = lambda: str(jax.make_jaxpr(lambda s, t: layers.after(s, t))(signal, tree))
+    if jax.default_backend() == "cpu":
+        assert "cond" in trace()
+    monkeypatch.setenv("CIAGAN_KEEP_XLA_FLAGS", "1")
+    assert "cond" not in trace()
