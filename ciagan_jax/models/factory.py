@@ -66,7 +66,8 @@ def build_identity_network(config: ml_collections.ConfigDict) -> nn.Module:
     if i.arch == "resnet":
         return ResNetIdentity(out_features=i.embedding_dim,
                               stage_features=tuple(i.resnet_stage_features),
-                              hidden_features=i.hidden_features, dtype=compute_dtype(config))
+                              hidden_features=i.hidden_features, dtype=compute_dtype(config),
+                              recompute_stages=int(i.get("resnet_recompute_stages", 0)))
     if i.arch == "discriminator":
         return Discriminator(image_size=config.image_size, features=tuple(i.features),
                              hidden_features=i.hidden_features, out_features=i.embedding_dim,

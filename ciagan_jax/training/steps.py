@@ -101,8 +101,14 @@ def batches_per_iteration(config: ml_collections.ConfigDict) -> int:
 
 def _apply(module: nn.Module, params: Any, state: Mapping[str, Any], *args,
            train: bool) -> tuple[Array, dict]:
-    """Runs `module`; in training mode returns the advanced non-param state."""
-    variables = {"params": params, **state}
+    """Runs `module`; in training mode returns the advanced non-param state.
+
+    The state (batch-norm running stats, spectral-norm vectors) carries no
+    gradient, as PyTorch's buffers do not: a state advanced by one forward
+    pass and fed to the next would otherwise be a function of the weights
+    being differentiated (and `custom_vjp` blocks may not close over it).
+    """
+    variables = {"params": params, **jax.lax.stop_gradient(dict(state))}
     if train and state:
         out, new_state = module.apply(variables, *args, train=True, mutable=list(state.keys()))
         return out, dict(new_state)
@@ -137,9 +143,16 @@ class _Model:
         out, d_state = _apply(self.nets.discriminator, d_params, d_state, x, train=True)
         return out.astype(jnp.float32), d_state
 
-    def embed(self, i_params, i_state, images: Array, masks: Array) -> tuple[Array, dict]:
+    def embed(self, i_params, i_state, images: Array, masks: Array, *,
+              updating: bool = False) -> tuple[Array, dict]:
+        """Identity embedding, in training mode as in the release. `updating`:
+        the identity network's own step, the only one whose backward pass
+        reruns blocks (`recompute_stages`); elsewhere the network is frozen."""
         x = images * masks if self.spec.identity_masked else images
-        emb, i_state = _apply(self.nets.identity, i_params["backbone"], i_state, x, train=True)
+        net = self.nets.identity
+        if not updating and getattr(net, "recompute_stages", 0):
+            net = net.clone(recompute_stages=0)
+        emb, i_state = _apply(net, i_params["backbone"], i_state, x, train=True)
         return emb.astype(jnp.float32), i_state
 
     def classify(self, i_params, emb: Array) -> Array:
@@ -168,15 +181,16 @@ def identity_step(model: _Model, tx, net: NetState, b: Batch) -> tuple[NetState,
 
     def loss_fn(params):
         if spec.identity_guidance == "siamese":
-            e1, st = model.embed(params, net.state, b["image"], b["mask"])
-            e2, st = model.embed(params, st, b["partner_image"], b["partner_mask"])
+            e1, st = model.embed(params, net.state, b["image"], b["mask"], updating=True)
+            e2, st = model.embed(params, st, b["partner_image"], b["partner_mask"],
+                                 updating=True)
             loss = losses.contrastive_loss(e1, e2, b["same_identity"],
                                            margin=spec.contrastive_margin)
         else:
             images = jnp.concatenate([b["image"], b["partner_image"]], axis=0)
             masks = jnp.concatenate([b["mask"], b["partner_mask"]], axis=0)
             labels = jnp.concatenate([b["identity"], b["partner_identity"]], axis=0)
-            emb, st = model.embed(params, net.state, images, masks)
+            emb, st = model.embed(params, net.state, images, masks, updating=True)
             loss = losses.cross_entropy_loss(model.classify(params, emb), labels)
         return loss, st
 
