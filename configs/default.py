@@ -56,7 +56,7 @@ def get_config() -> config_dict.ConfigDict:
     i.arch = "discriminator"  # Paper: "same architecture as the discriminator"; release: 'resnet'.
     i.features = (32, 64, 128, 256, 512)  # Widths for arch='discriminator' (ResBlockDown stack).
     i.resnet_stage_features = (64, 128, 256, 512)  # Widths for arch='resnet'.
-    i.resnet_recompute_stages = 2  # CPU only: leading ResNet stages rerun in the identity step's backward pass, not stored (release: -1.1 GB, +1.5 s).
+    i.resnet_recompute_stages = 2  # CPU only: leading ResNet stages rerun in the identity step's backward pass, not stored (release: -0.7 GiB, +1.5 s).
     i.hidden_features = 1024  # FC width before the embedding layer.
     i.embedding_dim = 256  # Output width for arch='discriminator' (our choice; the paper gives none).
     i.masked = False  # Release FLAG_SIAM_MASK: embed only the face region when True.
