@@ -108,7 +108,7 @@ class ResNetIdentity(nn.Module):
     `recompute_stages`: in training on CPU (with the CPU tuning on), the
     blocks of this many leading stages keep only their input for the backward
     pass and rerun their forward pass there. The 128x128 and 64x64 stages hold
-    most of the activations: at release settings 2 stages take the identity
+    most of the activations: at release settings 2 stages take the training
     iteration's temporaries from 2.3 to 1.6 GiB for ~1.5 s more per step.
     """
 
