@@ -53,8 +53,10 @@ _MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMI
 def cpu_tuning_enabled() -> bool:
     """True when JAX runs on the CPU and ``CIAGAN_KEEP_XLA_FLAGS`` is unset.
 
-    The one switch for every CPU-specific workaround (compiler options here,
-    `layers.materialize` in the models), so the opt-out turns them all off.
+    The one switch for every CPU-specific workaround (compiler options here;
+    `layers.materialize`, `layers.after`, `layers.weight_grad_first` and the
+    identity network's rerun blocks in the models), so the opt-out turns
+    them all off.
     """
     import jax  # pylint: disable=g-import-not-at-top
 

@@ -232,9 +232,7 @@ def materialize(x):
     a device-to-host sync and fusion does not have this problem; off, like
     the other CPU tuning, with ``CIAGAN_KEEP_XLA_FLAGS=1``.
     """
-    if not platform.cpu_tuning_enabled():
-        return x
-    return _after(x, x)
+    return after(x, x)
 
 
 def after(signal, x):
