@@ -2,7 +2,7 @@
 
   python benchmarks/release_torch_step.py [--batch 16] [--iters 3] [--threads 2]
       [--image-size 128] [--skip-inference] [--skip-flops] [--no-freeze]
-      [--device cpu|cuda] [--params-only]
+      [--device cpu|cuda] [--params-only] [--serve-generator]
       [--state-dict-keys ../shared/docs/official-state-dict-keys.txt]
 
 Needs `torch`, which is not a dependency of ciagan_jax: `pip install torch`
@@ -457,6 +457,33 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - t0
 
 
+def generator_forward_seconds(G: nn.Module, batch: int, repeats: int, image_size: int,
+                           num_identities: int, device) -> list[float]:
+    """Eval-mode generator forward (no_grad) at `batch`: seconds of each of `repeats`
+    calls after one warm-up call."""
+    x = torch.rand(batch, 6, image_size, image_size, device=device)
+    one_hot = F.one_hot(torch.arange(batch, device=device) % num_identities,
+                        num_identities).float()
+    with torch.no_grad():
+        G(x, one_hot)  # Warm-up.
+        return [_timed(lambda: G(x, one_hot), device) for _ in range(repeats)]
+
+
+def serve_generator(image_size: int, num_identities: int, device) -> int:
+    """Generator timings on request, so another process can interleave its own."""
+    torch.manual_seed(0)
+    G = Generator(num_identities, image_size).to(device).eval()
+    print(json.dumps({"ready": True, "torch_version": torch.__version__,
+                      "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        batch, repeats = (int(v) for v in line.split())
+        times = generator_forward_seconds(G, batch, repeats, image_size, num_identities, device)
+        print(json.dumps({"batch": batch, "seconds": times}), flush=True)
+    return 0
+
+
 def count_iteration_flops(image_size: int, batch: int, n_ids: int, freeze: bool):
     """FLOPs of one iteration by torch's FlopCounterMode, run on the meta device
     (shapes only, no arithmetic): convolutions and matmuls, forward + backward."""
@@ -510,9 +537,15 @@ def main(argv=None) -> int:
                         "1200 identities)")
     p.add_argument("--params-only", action="store_true",
                    help="build the networks, print and check parameter counts, and exit")
+    p.add_argument("--serve-generator", action="store_true",
+                   help="build the generator only (eval mode) and time forwards on request: "
+                        "reads 'BATCH REPEATS' lines on stdin, answers one JSON line each "
+                        "(used by benchmarks/inference_pair.py)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    if args.serve_generator:
+        return serve_generator(args.image_size, args.num_identities, args.device)
     torch.manual_seed(0)
     s, b, n_ids, device = args.image_size, args.batch, args.num_identities, args.device
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
@@ -571,13 +604,9 @@ def main(argv=None) -> int:
 
     if not args.skip_inference:
         it.G.eval()  # Spectral norm uses the stored vectors; no power iteration.
-        with torch.no_grad():
-            for nb, reps_b in ((1, 10), (16, 4)):
-                x = torch.rand(nb, 6, s, s, device=device)
-                one_hot = F.one_hot(torch.arange(nb, device=device) % n_ids, n_ids).float()
-                it.G(x, one_hot)  # Warm-up.
-                best = min(_timed(lambda: it.G(x, one_hot), device) for _ in range(reps_b))
-                result[f"gen_images_per_s_b{nb}"] = round(nb / best, 1)
+        for nb, reps_b in ((1, 10), (16, 4)):
+            best = min(generator_forward_seconds(it.G, nb, reps_b, s, n_ids, device))
+            result[f"gen_images_per_s_b{nb}"] = round(nb / best, 1)
         it.G.train()
         print(f"generator inference: {result['gen_images_per_s_b1']} images/s at batch 1, "
               f"{result['gen_images_per_s_b16']} images/s at batch 16", flush=True)

@@ -202,8 +202,8 @@ def main(argv=None) -> int:
     spec = steps.IterationSpec.from_config(config)
     k = spec.batches_per_iteration
     s, n_ids = config.image_size, config.num_identities
-    host = synthetic_pair_batches(k, args.batch, s, n_ids)
-    batches = steps.put_iteration_batches(host, mesh)
+    # Only the device copy is kept, as in training (the phases slice it).
+    batches = steps.put_iteration_batches(synthetic_pair_batches(k, args.batch, s, n_ids), mesh)
 
     state = jax.jit(lambda r: state_lib.init_train_state(config, r))(
         state_lib.seed_key(config.seed))
@@ -212,7 +212,8 @@ def main(argv=None) -> int:
     iteration = steps.make_train_iteration(config, mesh, shardings)
 
     t0 = time.perf_counter()
-    compiled = iteration.lower(state, batches).compile()
+    compiled = steps.compile_iteration(iteration, state, batches)
+    del iteration
     compile_s = time.perf_counter() - t0
     flops = _flops(compiled)
     print(f"compiled the full iteration in {compile_s:.1f} s; XLA counts "
@@ -281,7 +282,7 @@ def main(argv=None) -> int:
             RELEASE_CPU["tflop_per_iteration"] * 1e3 / it_s, 1)
 
     if not args.skip_phases:
-        result.update(time_phases(config, state, host, mesh, spec))
+        result.update(time_phases(config, state, batches, spec))
     if not args.skip_inference:
         result.update(time_inference(config))
     result.update({k2: round(v, 1) for k2, v in peak_memory_mb().items()})
@@ -289,12 +290,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def time_phases(config, state, host, mesh, spec) -> dict:
+def time_phases(config, state, batches, spec) -> dict:
     """Each phase jitted on its own (same sub-step code as the fused iteration)."""
     nets = factory.build_networks(config)
     txs = state_lib.make_optimizers(config)
     model = steps._Model(nets, spec)  # pylint: disable=protected-access
-    take = lambda i: {f: jnp.asarray(v[i]) for f, v in host.items()}
+    take = lambda i: {f: v[i] for f, v in batches.items()}
     jit = functools.partial(jax.jit, compiler_options=steps.training_compiler_options(config))
     ident_fn = jit(lambda net, b: steps.identity_step(model, txs.identity, net, b))
     critic_fn = jit(lambda g, d, fb, rb, r: steps.critic_step(model, txs.discriminator, g, d,

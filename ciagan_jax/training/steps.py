@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -332,6 +333,26 @@ def make_train_iteration(config: ml_collections.ConfigDict, mesh: Mesh,
     return jax.jit(fn, in_shardings=(state_sharding, stacked_batch_sharding(mesh)),
                    out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
                    donate_argnums=(0,), compiler_options=training_compiler_options(config))
+
+
+def compile_iteration(iteration: Any, state: TrainState, batches: Batch) -> Any:
+    """`iteration` (from `make_train_iteration`) compiled ahead of time for these
+    arguments' shapes and shardings, with JAX's tracing caches emptied after.
+
+    Why: once the release-settings iteration is compiled, JAX's trace and
+    lowering caches still hold ~0.3 GB of host memory that the compiled
+    program never needs again (measured; the program itself is ~0.5 GB),
+    and the compiler's freed heap stays mapped: the first iteration then ran
+    on top of it, and the process peaked at 5.2 GB instead of 3.8 GB.
+    Emptying the caches is global: other jitted functions simply retrace on
+    their next call. The result accepts only arguments like the ones given;
+    a training loop's state and batches always are.
+    """
+    compiled = iteration.lower(state, batches).compile()
+    jax.clear_caches()
+    gc.collect()
+    platform.release_free_host_memory()
+    return compiled
 
 
 def training_compiler_options(config: ml_collections.ConfigDict) -> dict[str, str] | None:
