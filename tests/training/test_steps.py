@@ -9,6 +9,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ciagan_jax.config_loading import load_config
 from ciagan_jax.models import factory
@@ -75,3 +76,34 @@ def test_wgan_gp_critic_step_is_the_same_with_and_without_the_cpu_ordering(monke
         np.testing.assert_allclose(m_tuned[k], m_plain[k], rtol=1e-5, atol=1e-6)
     for want, got in zip(jax.tree.leaves(disc_plain.params), jax.tree.leaves(disc_tuned.params)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_ahead_of_time_iteration_equals_the_jitted_one_and_refuses_other_shapes():
+    from ciagan_jax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+    config = load_config(os.path.join(REPO, "configs", "smoke.py"))
+    config.batch_size = 4
+    mesh = mesh_lib.make_mesh()
+    k = steps.batches_per_iteration(config)
+    pairs = [_pair_batch(4, config.image_size, config.num_identities) for _ in range(k)]
+    for i, p in enumerate(pairs):
+        p["landmarks"] = p["partner_image"] * (i + 1) / k
+        p["partner_landmarks"] = p["image"] * (i + 1) / k
+    batches = steps.put_iteration_batches(steps.stack_pair_batches(pairs), mesh)
+    init = lambda r: state_lib.init_train_state(config, r)  # noqa: E731
+    shardings = mesh_lib.state_shardings(jax.eval_shape(init, state_lib.seed_key(0)), mesh,
+                                         config)
+    fresh = lambda: jax.jit(init, out_shardings=shardings)(state_lib.seed_key(0))  # noqa: E731
+
+    jitted = steps.make_train_iteration(config, mesh, shardings)
+    want_state, want = jitted(fresh(), batches)
+    compiled = steps.compile_iteration(steps.make_train_iteration(config, mesh, shardings),
+                                       fresh(), batches)
+    got_state, got = compiled(fresh(), batches)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    for a, b in zip(jax.tree.leaves(got_state), jax.tree.leaves(want_state)):
+        np.testing.assert_array_equal(a, b)
+    # A changed batch shape is an error, not a silent second compilation.
+    smaller = jax.tree.map(lambda v: v[:, :2], batches)
+    with pytest.raises((TypeError, ValueError)):
+        compiled(got_state, smaller)
