@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ciagan_jax import losses
 from ciagan_jax.config_loading import load_config
 from ciagan_jax.models import factory
 from ciagan_jax.training import state as state_lib
@@ -107,3 +108,50 @@ def test_ahead_of_time_iteration_equals_the_jitted_one_and_refuses_other_shapes(
     smaller = jax.tree.map(lambda v: v[:, :2], batches)
     with pytest.raises((TypeError, ValueError)):
         compiled(got_state, smaller)
+
+
+def _reference_generator_grads(model, gen, disc, ident, b):
+    """Autodiff of the summed generator loss in one piece (the plain formulation)."""
+    spec = model.spec
+
+    def loss_fn(params):
+        fake, _ = model.generate(params, gen.state, b, train=True)
+        logits, _ = model.critic(disc.params, disc.state, model.critic_input(fake, b["landmarks"]))
+        gan = losses.generator_loss(spec.gan, logits, lsgan_form=spec.lsgan_form)
+        e_fake, st = model.embed(ident.params, ident.state, fake, b["mask"])
+        e_real, _ = model.embed(ident.params, st, b["partner_image"], b["partner_mask"])
+        id_loss = losses.contrastive_loss(e_fake, e_real, jnp.ones_like(e_fake[:, 0]),
+                                          margin=spec.contrastive_margin)
+        return gan + spec.identity_weight * id_loss
+
+    return jax.value_and_grad(loss_fn)(gen.params)
+
+
+def _relative_error(got, want) -> float:
+    num = sum(float(np.sum(np.square(np.asarray(a) - np.asarray(b))))
+              for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+    return (num / sum(float(np.sum(np.square(np.asarray(b)))) for b in jax.tree.leaves(want))) ** 0.5
+
+
+def test_generator_grads_in_ordered_pieces_equal_autodiff_of_the_summed_loss():
+    config = load_config(os.path.join(REPO, "configs", "smoke.py"),
+                         ["model.identity.arch=resnet", "loss.identity_weight=10.0"])
+    model = steps._Model(factory.build_networks(config), steps.IterationSpec.from_config(config))
+    assert model.spec.identity_guidance == "siamese"
+    st = state_lib.init_train_state(config, state_lib.seed_key(0))
+    b = _pair_batch(4, config.image_size, config.num_identities)
+    b["landmarks"] = b["partner_image"] * 0.5
+    nets = (st.generator, st.discriminator, st.identity)
+    # Op by op (no XLA fusion) the pieces and the plain autodiff are the same
+    # arithmetic: equal to the last bit, identity term included.
+    with jax.disable_jit():
+        loss, _, _, grads, _ = steps.generator_grads(model, *nets, b)
+        want_loss, want_grads = _reference_generator_grads(model, *nets, b)
+    np.testing.assert_array_equal(loss, want_loss)
+    assert _relative_error(grads, want_grads) == 0.0
+    # Compiled, XLA fuses each program its own way, and the identity network's
+    # train-mode batch norm at batch 4 magnifies rounding: the plain autodiff
+    # compiled is 0.2% from op by op here, these pieces compiled 1.2%.
+    loss, _, _, grads, _ = jax.jit(lambda *n: steps.generator_grads(model, *n, b))(*nets)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+    assert _relative_error(grads, want_grads) < 3e-2
