@@ -5,6 +5,14 @@ Layouts:
   celeba   SRC/img_celeba/ (or img_align_celeba/) + SRC/Anno/identity_CelebA.txt
   flat     SRC/**/<photo>, no identities; every detected face is a record
 
+Several collections of one layout can go into one record set (`Config.input`
+a tuple). CelebA identity numbers are one namespace, so `celeba` inputs share
+identities (the same number is the same person in every input); `folders`
+inputs keep their own (identity names become `<input name>/<folder>`).
+Identities are selected before the split (`min_photos_per_identity`,
+`max_identities`: the release trained on its chosen 1,200 CelebA identities)
+and the split is identity-disjoint over the union.
+
 Work is cut into shards fixed by the input listing alone (photos sorted by
 split, identity and path, `photos_per_shard` per shard), so the plan never
 depends on the number of workers. A shard is the unit of work and of
@@ -35,7 +43,7 @@ from ciagan_jax.data.image_io import ImageLoadError, load_rgb
 
 LAYOUTS = ("folders", "celeba", "flat")
 CELEBA_IDENTITY_FILE = os.path.join("Anno", "identity_CelebA.txt")
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 # Fast zlib level: level 1 files are ~10 % larger than level 6 and several
 # times cheaper to write; decoding cost is the same.
 PNG_COMPRESSION = 1
@@ -46,7 +54,7 @@ NO_IDENTITY_DIR = "none"
 class Config:
     """Everything that fixes the output (the plan is keyed on it)."""
 
-    input: str
+    input: str | tuple[str, ...]  # one collection folder, or several of the same layout
     layout: str
     aligned: bool = False
     test_fraction: float = 0.1
@@ -54,6 +62,33 @@ class Config:
     photos_per_shard: int = 0  # 0: chosen from the number of photos
     detector: str = "hog"
     upsample: int = 1
+    min_photos_per_identity: int = 0  # identities with fewer listed photos are left out
+    max_identities: int = 0  # 0: all; else the N identities with most photos (ties: by name)
+
+    @property
+    def roots(self) -> list[tuple[str, str]]:
+        """[(label, folder)]: label "" for a single input, else a unique folder name."""
+        if isinstance(self.input, str):
+            return [("", self.input)]
+        if not self.input:
+            raise ValueError("no input folder given")
+        labels: list[tuple[str, str]] = []
+        for folder in self.input:
+            base = os.path.basename(os.path.normpath(folder)) or "input"
+            label, k = base, 2
+            while label in {lb for lb, _ in labels}:
+                label, k = f"{base}_{k}", k + 1
+            labels.append((label, folder))
+        return labels
+
+
+def resolve_photo(roots: Any, rel: str) -> str:
+    """Absolute path of a planned photo (`rel` carries its input's label when several)."""
+    roots = dict(roots)
+    if "" in roots:
+        return os.path.join(roots[""], rel)
+    label, _, rest = rel.partition("/")
+    return os.path.join(roots[label], rest)
 
 
 # ----------------------------------------------------------------------------
@@ -71,12 +106,53 @@ def _visible_files(folder: str) -> list[str]:
 
 
 def list_photos(cfg: Config) -> tuple[list[tuple[str, str | None]], list[dict[str, str]]]:
-    """[(path relative to input, identity name or None)] and pre-skipped files.
+    """[(planned path, identity name or None)] and pre-skipped files of every input.
+
+    With several inputs, paths start with the input's label (`resolve_photo`)
+    and `folders` identity names with `<label>/`.
 
     Raises:
-      FileNotFoundError / ValueError: the input folder does not have the layout.
+      FileNotFoundError / ValueError: an input folder does not have the layout.
     """
-    root = cfg.input
+    photos: list[tuple[str, str | None]] = []
+    skipped: list[dict[str, str]] = []
+    for label, root in cfg.roots:
+        ph, sk = _list_one(root, cfg)
+        if label:
+            shared = cfg.layout == "celeba"
+            ph = [(f"{label}/{rel}", name if (name is None or shared) else f"{label}/{name}")
+                  for rel, name in ph]
+            sk = [{**d, "file": f"{label}/{d['file']}"} for d in sk]
+        photos += ph
+        skipped += sk
+    return photos, skipped
+
+
+def select_identities(photos: list[tuple[str, str | None]], min_photos: int, max_identities: int
+                      ) -> tuple[list[tuple[str, str | None]], dict[str, Any]]:
+    """Keeps the photos of the chosen identities; returns them and a summary.
+
+    Chosen: identities with at least `min_photos` listed photos, then (when
+    `max_identities` > 0) the first `max_identities` by photo count, ties
+    broken by natural name order.
+    """
+    counts: dict[str, int] = {}
+    for _, name in photos:
+        if name is not None:
+            counts[name] = counts.get(name, 0) + 1
+    ranked = sorted(counts, key=lambda n: (-counts[n], _natural_key(n)))
+    kept = [n for n in ranked if counts[n] >= min_photos]
+    if max_identities > 0:
+        kept = kept[:max_identities]
+    keep = set(kept)
+    out = [p for p in photos if p[1] is None or p[1] in keep]
+    summary = {"min_photos_per_identity": min_photos, "max_identities": max_identities,
+               "identities_listed": len(counts), "identities_kept": len(keep),
+               "photos_left_out": len(photos) - len(out)}
+    return out, summary
+
+
+def _list_one(root: str, cfg: Config) -> tuple[list[tuple[str, str | None]], list[dict[str, str]]]:
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: input folder not found")
     photos: list[tuple[str, str | None]] = []
@@ -162,8 +238,15 @@ def split_identities(names: Iterable[str], fraction: float, seed: int) -> tuple[
 
 def make_plan(cfg: Config) -> dict[str, Any]:
     """The deterministic plan: identity map and the photos of every shard."""
+    if min(cfg.min_photos_per_identity, cfg.max_identities) < 0:
+        raise ValueError("--min-photos-per-identity and --max-identities must be >= 0")
     photos, pre_skipped = list_photos(cfg)
     labelled = cfg.layout != "flat"
+    selection = None
+    if labelled and (cfg.min_photos_per_identity or cfg.max_identities):
+        photos, selection = select_identities(photos, cfg.min_photos_per_identity, cfg.max_identities)
+        if not photos:
+            raise ValueError(f"no identity has at least {cfg.min_photos_per_identity} photos")
     if labelled:
         train_ids, test_ids = split_identities((p[1] for p in photos), cfg.test_fraction, cfg.seed)
         # Train identities first, so a one-hot over the training identities
@@ -189,10 +272,14 @@ def make_plan(cfg: Config) -> dict[str, Any]:
     listing = hashlib.sha256(json.dumps([photos, pre_skipped]).encode()).hexdigest()
     return {
         "plan_version": PLAN_VERSION,
-        "config": dataclasses.asdict(cfg) | {"photos_per_shard": pps},
+        # Through JSON so that a fresh plan compares equal to a reloaded one.
+        "config": json.loads(json.dumps(dataclasses.asdict(cfg) | {"photos_per_shard": pps})),
+        "roots": cfg.roots,
         "listing_sha256": listing,
         "identities": identities,
         "num_train_identities": len(train_ids),
+        "identity_selection": selection,
+        "geometry_version": geometry.GEOMETRY_VERSION,
         "pre_skipped": pre_skipped,
         "num_photos": len(photos),
         "shards": shards,
@@ -251,7 +338,7 @@ def process_photo(analyzer, path: str, *, all_faces: bool, aligned: bool) -> tup
 
     note: {"faces_found": n, "chosen": [face indices]} or {"reason": why
     the photo gave no record}. Identity-labelled photos (all_faces=False)
-    give their largest face only.
+    give one face: the detector's first when aligned (the release's rule), else the largest.
     """
     try:
         img = load_rgb(path)
@@ -261,7 +348,7 @@ def process_photo(analyzer, path: str, *, all_faces: bool, aligned: bool) -> tup
         faces = analyzer.detect(img)
         n_found = len(faces)
     else:
-        face, n_found = analyzer.detect_largest(img)
+        face, n_found = analyzer.detect_first(img) if aligned else analyzer.detect_largest(img)
         faces = [face] if face is not None else []
     if not faces:
         return [], {"reason": "no face found", "faces_found": 0}
@@ -307,7 +394,7 @@ def run_shard(task: dict[str, Any]) -> dict[str, Any]:
     identities = task["identities"]
     encoded, notes = [], []
     for rel, ident in task["photos"]:
-        path = os.path.join(task["input"], rel)
+        path = resolve_photo(task["roots"], rel)
         try:
             recs, note = process_photo(analyzer, path, all_faces=ident == records.NO_IDENTITY,
                                        aligned=task["aligned"])
@@ -364,7 +451,8 @@ def load_or_make_plan(cfg: Config, out: str) -> dict[str, Any]:
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
-        if old.get("config") != plan["config"] or old.get("listing_sha256") != plan["listing_sha256"]:
+        if (old.get("config") != plan["config"] or old.get("listing_sha256") != plan["listing_sha256"]
+                or old.get("geometry_version", 1) != plan["geometry_version"]):
             raise ValueError(
                 f"{out} holds a preprocessing run with different settings or input files "
                 f"(old config {old.get('config')}); use another --output or delete {out}")
@@ -382,7 +470,10 @@ def preprocess(cfg: Config, out: str, *, workers: int | None = None, debug_dir: 
     """
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
-    cfg = dataclasses.replace(cfg, input=os.path.abspath(cfg.input))
+    if isinstance(cfg.input, str):
+        cfg = dataclasses.replace(cfg, input=os.path.abspath(cfg.input))
+    else:
+        cfg = dataclasses.replace(cfg, input=tuple(os.path.abspath(p) for p in cfg.input))
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     plan = load_or_make_plan(cfg, out)
@@ -393,7 +484,7 @@ def preprocess(cfg: Config, out: str, *, workers: int | None = None, debug_dir: 
     pending = [s for s in plan["shards"] if not os.path.exists(_shard_paths(out, s["split"], s["number"])[1])]
     done_photos = sum(len(s["photos"]) for s in plan["shards"]) - sum(len(s["photos"]) for s in pending)
     conf = plan["config"]
-    tasks = [{**s, "input": cfg.input, "identities": plan["identities"], "aligned": cfg.aligned,
+    tasks = [{**s, "roots": cfg.roots, "identities": plan["identities"], "aligned": cfg.aligned,
               "debug_dir": os.path.abspath(debug_dir) if debug_dir else None,
               "detector": conf["detector"], "upsample": conf["upsample"]} for s in pending]
     workers = workers or os.cpu_count() or 1
@@ -510,6 +601,9 @@ def finalize(out: str, plan: dict[str, Any]) -> dict[str, Any]:
         "config": conf,
         "layout": conf["layout"],
         "aligned": conf["aligned"],
+        "inputs": {label or os.path.basename(root): root for label, root in plan["roots"]},
+        "geometry_version": geometry.GEOMETRY_VERSION,
+        "identity_selection": plan.get("identity_selection"),
         "num_photos": plan["num_photos"],
         "num_identities": len(identities),
         "num_train_identities": plan["num_train_identities"],
@@ -520,8 +614,9 @@ def finalize(out: str, plan: dict[str, Any]) -> dict[str, Any]:
         "splits": split_summary,
         "photos_without_face": no_face,
         "multi_face_photos": multi_face,
-        "multi_face_rule": ("flat layout: every face is a record; labelled layouts: the largest face "
-                            "(detector box area) is the record, 'chosen' lists its face index"),
+        "multi_face_rule": ("flat layout: every face is a record; labelled layouts: one face per photo, "
+                            "the detector's first when aligned (the release's rule), else the largest "
+                            "(detector box area); 'chosen' lists its face index"),
         "num_skipped": len(skipped),
         "skipped": skipped,
     }
