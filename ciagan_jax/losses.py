@@ -103,12 +103,23 @@ def generator_loss(kind: str, fake_logits: Array, *, lsgan_form: str = "paper") 
 
 # --- Identity losses -----------------------------------------------------------
 
-def contrastive_loss(emb_a: Array, emb_b: Array, same: Array, *, margin: float = 3.0) -> Array:
+EMBEDDING_NORMS = ("none", "l2")
+
+
+def contrastive_loss(emb_a: Array, emb_b: Array, same: Array, *, margin: float = 3.0,
+                     normalize: str = "none") -> Array:
     """Contrastive loss (Hadsell et al.), as in the release.
 
     With d the Euclidean distance between the embeddings and y = `same`
     (1 for the same identity): mean of 0.5 * [y d^2 + (1 - y) max(0, m - d)^2].
+    normalize: "none" (the release: raw embeddings) or "l2" (embeddings on the
+    unit sphere, as Proxy-NCA pretraining sees them, so d lies in [0, 2] and
+    the margin has a fixed meaning; the raw scale after pretraining is arbitrary).
     """
+    if normalize not in EMBEDDING_NORMS:
+        raise ValueError(f"embedding normalisation must be one of {EMBEDDING_NORMS}, got {normalize!r}")
+    if normalize == "l2":
+        emb_a, emb_b = _l2n(emb_a), _l2n(emb_b)
     d2 = jnp.sum(jnp.square(emb_a - emb_b), axis=-1)
     d = jnp.sqrt(d2 + 1e-12)
     same = same.astype(d2.dtype)

@@ -28,5 +28,6 @@ def get_config():
     c.loss.lsgan_form = "mse"  # Release GANLoss: nn.MSELoss without the 0.5.
     c.optim.learning_rate = 1e-4  # Release LEARNING_RATE.
     c.optim.b2 = 0.999  # Release betas (0.5, 0.999).
+    c.loss.identity_embedding_norm = "none"  # Release: contrastive loss on the raw 1200-d output.
     c.pretrain.enabled = False  # The release trains its siamese from scratch inside the GAN loop.
     return c

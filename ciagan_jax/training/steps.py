@@ -58,6 +58,7 @@ class IterationSpec:
     lsgan_form: str
     gp_weight: float
     contrastive_margin: float
+    identity_embedding_norm: str
     identity_weight: float
     identity_guidance: str
     generator_input: str
@@ -71,11 +72,15 @@ class IterationSpec:
         spec = cls(identity_steps=int(s.identity_steps), critic_steps=int(s.critic_steps),
                    generator_steps=int(s.generator_steps), gan=l.gan, lsgan_form=l.lsgan_form,
                    gp_weight=float(l.gp_weight), contrastive_margin=float(l.contrastive_margin),
+                   identity_embedding_norm=str(l.get("identity_embedding_norm", "none")),
                    identity_weight=float(l.identity_weight),
                    identity_guidance=m.identity_guidance, generator_input=m.generator_input,
                    identity_masked=bool(m.identity.masked),
                    critic_with_landmarks=bool(m.discriminator.with_landmarks),
                    num_identities=int(config.num_identities))
+        if spec.identity_embedding_norm not in losses.EMBEDDING_NORMS:
+            raise ValueError(f"loss.identity_embedding_norm must be one of {losses.EMBEDDING_NORMS}, "
+                             f"got {spec.identity_embedding_norm!r}")
         if spec.gan not in ("lsgan", "vanilla", "wgan_gp"):
             raise ValueError(f"loss.gan must be 'lsgan', 'vanilla' or 'wgan_gp', got {spec.gan!r}")
         if spec.generator_input not in ("landmarks", "face"):
@@ -133,9 +138,10 @@ class _Model:
         return composite(b["image"], out.astype(jnp.float32), b["mask"]), g_state
 
     def critic_input(self, image: Array, landmarks: Array) -> Array:
-        # The critic always sees the landmark image as its condition (also in
-        # the 'face' ablation: a full face there would let it compare
-        # identities instead of judging realism).
+        # With `critic_with_landmarks` (the release) the landmark image is the
+        # critic's condition, also in the 'face' ablation (a full face there
+        # would let it compare identities instead of judging realism); the
+        # paper's critic sees the composite alone.
         if self.spec.critic_with_landmarks:
             return jnp.concatenate([image, landmarks], axis=-1)
         return image
@@ -186,7 +192,8 @@ def identity_step(model: _Model, tx, net: NetState, b: Batch) -> tuple[NetState,
             e2, st = model.embed(params, st, b["partner_image"], b["partner_mask"],
                                  updating=True)
             loss = losses.contrastive_loss(e1, e2, b["same_identity"],
-                                           margin=spec.contrastive_margin)
+                                           margin=spec.contrastive_margin,
+                                           normalize=spec.identity_embedding_norm)
         else:
             images = jnp.concatenate([b["image"], b["partner_image"]], axis=0)
             masks = jnp.concatenate([b["mask"], b["partner_mask"]], axis=0)
@@ -259,7 +266,8 @@ def generator_grads(model: _Model, gen: NetState, disc: NetState, ident: NetStat
             e_real, i_state = model.embed(ident.params, i_state, b["partner_image"],
                                           b["partner_mask"])
             return losses.contrastive_loss(e_fake, e_real, jnp.ones_like(e_fake[:, 0]),
-                                           margin=spec.contrastive_margin), i_state
+                                           margin=spec.contrastive_margin,
+                                           normalize=spec.identity_embedding_norm), i_state
         return losses.cross_entropy_loss(model.classify(ident.params, e_fake),
                                          b["partner_identity"]), i_state
 

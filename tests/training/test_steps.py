@@ -121,7 +121,8 @@ def _reference_generator_grads(model, gen, disc, ident, b):
         e_fake, st = model.embed(ident.params, ident.state, fake, b["mask"])
         e_real, _ = model.embed(ident.params, st, b["partner_image"], b["partner_mask"])
         id_loss = losses.contrastive_loss(e_fake, e_real, jnp.ones_like(e_fake[:, 0]),
-                                          margin=spec.contrastive_margin)
+                                          margin=spec.contrastive_margin,
+                                          normalize=spec.identity_embedding_norm)
         return gan + spec.identity_weight * id_loss
 
     return jax.value_and_grad(loss_fn)(gen.params)
