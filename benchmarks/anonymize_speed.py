@@ -70,7 +70,7 @@ def main() -> None:
 
     analyzer = faces.FaceAnalyzer("hog", 1)
     replacer = photos.FaceReplacer(m)
-    assigner = identity.IdentityAssigner(identity.IdentityChooser("next", m.num_identities))
+    assigner = identity.IdentityAssigner(identity.IdentityChooser("next", m.num_trained_identities))
     opts = video.VideoOptions(smooth_window=args.smooth_window, detect_every=args.detect_every,
                               show_progress=False)
     timings: dict[str, float] = {}

@@ -74,7 +74,8 @@ def _read_variables(path: str) -> dict[str, Any]:
 def export_bundle(export_dir: str, config, variables: Mapping[str, Any],
                   batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, *,
                   platforms: Sequence[str] = DEFAULT_PLATFORMS,
-                  source: str = "checkpoint") -> None:
+                  source: str = "checkpoint", num_trained_identities: int | None = None,
+                  info: Mapping[str, Any] | None = None) -> None:
     """Writes a self-contained inference bundle into `export_dir`.
 
     Args:
@@ -85,6 +86,10 @@ def export_bundle(export_dir: str, config, variables: Mapping[str, Any],
       platforms: lowering targets of every program; ('cpu', 'cuda') by
         default, which works on a CPU-only machine too.
       source: recorded in model.json (e.g. "checkpoint", "import_torch").
+      num_trained_identities: the one-hot slots that were trained (controls
+        are drawn below it); default: all `config.num_identities`.
+      info: free-form provenance stored in export.json under "info" (data,
+        training steps, evaluation).
     """
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -103,7 +108,11 @@ def export_bundle(export_dir: str, config, variables: Mapping[str, Any],
     for name in os.listdir(export_dir):
         if name.endswith(".jaxexport") or name == MANIFEST_FILE:
             os.remove(os.path.join(export_dir, name))
-    serialization.save_generator(export_dir, config, variables, source=source)
+    n_trained = int(num_trained_identities or config.num_identities)
+    if not 1 <= n_trained <= int(config.num_identities):
+        raise ValueError(f"num_trained_identities {n_trained} outside [1, {config.num_identities}]")
+    serialization.save_generator(export_dir, config, variables, source=source,
+                                 extra_meta={"num_trained_identities": n_trained})
     # Export against the tree exactly as the loader will read it back, so the
     # pytree structure the program expects is the one `load_bundle` passes.
     tree = _read_variables(os.path.join(export_dir, _VARIABLES_FILE))
@@ -136,6 +145,7 @@ def export_bundle(export_dir: str, config, variables: Mapping[str, Any],
         "format_version": FORMAT_VERSION,
         "image_size": s,
         "num_identities": n_ids,
+        "num_trained_identities": n_trained,
         "batch_sizes": sizes,
         "platforms": list(platforms),
         "programs": programs,
@@ -145,6 +155,8 @@ def export_bundle(export_dir: str, config, variables: Mapping[str, Any],
         "jax_version": jax.__version__,
         "files": files,
     }
+    if info:
+        manifest["info"] = json.loads(json.dumps(dict(info)))
     with open(os.path.join(export_dir, MANIFEST_FILE), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
 
@@ -162,6 +174,7 @@ class ExportedGenerator:
     directory: str
     image_size: int
     num_identities: int
+    num_trained_identities: int
     batch_sizes: tuple[int, ...]
     manifest: Mapping[str, Any]
     _programs: dict[int, Any] = dataclasses.field(repr=False)
@@ -283,6 +296,7 @@ def load_bundle(export_dir: str, *, verify: bool = True,
     return ExportedGenerator(
         directory=export_dir, image_size=int(manifest["image_size"]),
         num_identities=int(manifest["num_identities"]),
+        num_trained_identities=int(manifest.get("num_trained_identities") or manifest["num_identities"]),
         batch_sizes=tuple(sorted(programs)), manifest=manifest, _programs=programs,
         _variables=variables, fold_weights=fold_weights)
 
@@ -294,17 +308,39 @@ def export_from_model(model_dir: str, export_dir: str,
 
     bundle = serialization.load_generator(model_dir)
     source = str(bundle.meta.get("source", "model_dir"))
-    export_bundle(export_dir, bundle.config, bundle.variables, batch_sizes, source=source)
+    export_bundle(export_dir, bundle.config, bundle.variables, batch_sizes, source=source,
+                  num_trained_identities=bundle.num_trained_identities)
 
 
 def export_from_workdir(config, workdir: str, export_dir: str,
                         batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES) -> None:
-    """Exports the latest generator checkpoint of a training workdir."""
+    """Exports the latest generator checkpoint of a training workdir.
+
+    The bundle records the trained identity slots, the records it was
+    trained on, the training step and, when `workdir/eval/report.json`
+    exists, that evaluation.
+    """
     # Lazy: the training stack (orbax, optax) is not needed to load bundles.
+    from ciagan_jax.data import identity_slots  # pylint: disable=g-import-not-at-top
     from ciagan_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
 
-    variables = checkpoint.load_generator_variables(config, workdir)
-    export_bundle(export_dir, config, variables, batch_sizes, source="checkpoint")
+    num_trained = identity_slots.resolve_num_identities(config)
+    variables, step = checkpoint.load_generator_variables(config, workdir, return_step=True)
+    info: dict[str, Any] = {"training_step": int(step), "workdir": os.path.abspath(workdir)}
+    if config.data.dir:
+        m = identity_slots.read_manifest(config.data.dir)
+        info["data"] = {"dir": os.path.abspath(config.data.dir), "inputs": m.get("inputs"),
+                        "layout": m.get("layout"), "geometry_version": m.get("geometry_version", 1),
+                        "train_records": m["splits"]["train"]["records"],
+                        "test_records": m["splits"]["test"]["records"],
+                        "num_train_identities": m.get("num_train_identities"),
+                        "num_test_identities": m.get("num_test_identities")}
+    report_path = os.path.join(workdir, "eval", "report.json")
+    if os.path.exists(report_path):
+        with open(report_path, encoding="utf-8") as f:
+            info["evaluation"] = json.load(f)
+    export_bundle(export_dir, config, variables, batch_sizes, source="checkpoint",
+                  num_trained_identities=num_trained, info=info)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Entry point: python -m ciagan_jax.main --config configs/<x>.py --workdir DIR [--mode ...].
 
-Modes: train (default), pretrain_identity (Proxy-NCA), evaluate, export.
+Modes: train (default), pretrain_identity (Proxy-NCA guide), pretrain_evaluator
+(the separate Proxy-NCA evaluation network), evaluate, export.
 Every `--config.a.b=value` overrides a config field. Kept thin: flags,
 process set-up, then one library call.
 """
@@ -21,8 +22,10 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and samples.")
-flags.DEFINE_enum("mode", "train", ["train", "pretrain_identity", "evaluate", "export"],
-                  "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "pretrain_identity", "pretrain_evaluator",
+                                    "evaluate", "export"],
+                  "What to run. pretrain_evaluator: the separate Proxy-NCA network behind "
+                  "the evaluation's PNCA Recall@1 column (own seed and checkpoint).")
 flags.DEFINE_string("export_dir", None, "Output directory of --mode=export "
                     "(default: WORKDIR/export).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -59,6 +62,10 @@ def main(argv):
     logging.info("JAX process %d / %d; local devices %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
     logging.info("All devices: %s", jax.devices())
+    from ciagan_jax.data import identity_slots  # pylint: disable=g-import-not-at-top
+    # An unset num_identities becomes the records' training identities here,
+    # so config.json and every mode see the resolved one-hot size.
+    identity_slots.resolve_num_identities(config)
     logging.info("Mode %s, workdir %s, config:\n%s", FLAGS.mode, workdir, config)
     if jax.process_index() == 0 and FLAGS.mode in ("train", "pretrain_identity"):
         _write_config(config, workdir)
@@ -69,6 +76,9 @@ def main(argv):
     elif FLAGS.mode == "pretrain_identity":
         from ciagan_jax.training import pretrain  # pylint: disable=g-import-not-at-top
         pretrain.pretrain_identity(config, workdir)
+    elif FLAGS.mode == "pretrain_evaluator":
+        from ciagan_jax.training import pretrain  # pylint: disable=g-import-not-at-top
+        pretrain.pretrain_evaluator(config, workdir)
     elif FLAGS.mode == "evaluate":
         from ciagan_jax.evaluation import checkpoint_eval  # pylint: disable=g-import-not-at-top
         checkpoint_eval.evaluate_checkpoint(config, workdir)

@@ -16,13 +16,15 @@ def get_config() -> config_dict.ConfigDict:
 
     c.seed = 0  # Seeds parameter init, pair sampling, augmentation and control identities.
     c.image_size = 128  # Training resolution (64, 128 or 256); the bottleneck is always 4x4.
-    c.num_identities = 1200  # Size of the one-hot control vector (paper: 1200 CelebA identities).
+    c.num_identities = 1200  # One-hot control size (paper: 1200 CelebA identities); None: the records' training identities.
     c.batch_size = 16  # Global batch of pairs, split over the 'data' mesh axis.
     c.num_train_steps = 120_000  # Iterations (one iteration = identity + critic + generator steps).
     c.log_every_steps = 50  # Scalar summaries cadence.
     c.checkpoint_every_steps = 1000  # Orbax checkpoint cadence (plus one at the end).
     c.keep_checkpoints = 3  # Orbax max_to_keep.
     c.sample_every_steps = 1000  # Sample-grid cadence (TensorBoard + workdir/samples/*.png).
+    c.eval_every_steps = 0  # Held-out evaluation cadence during training (0: only --mode=evaluate).
+    c.eval_max_records = 256  # Held-out faces per in-training evaluation (detection, dlib Recall@1, FID).
     c.compute_dtype = "float32"  # 'bfloat16' for mixed precision on GPU/TPU (fp32 master weights).
     c.cpu_memory_schedule = True  # CPU only: XLA's memory-optimised scheduler (release: 5.2 -> 4.0 GB per iteration, ~2% slower).
 
@@ -65,7 +67,8 @@ def get_config() -> config_dict.ConfigDict:
     l.gan = "lsgan"  # 'lsgan', 'vanilla' (non-saturating) or 'wgan_gp'.
     l.lsgan_form = "paper"  # 'paper': 0.5 * squared error; 'mse': the release's mean squared error.
     l.gp_weight = 10.0  # WGAN-GP gradient-penalty weight.
-    l.contrastive_margin = 3.0  # Contrastive-loss margin (release value).
+    l.contrastive_margin = 3.0  # Contrastive-loss margin (release value, for raw embeddings).
+    l.identity_embedding_norm = "l2"  # 'l2': contrastive loss on unit-norm embeddings, as the Proxy-NCA pretraining sees them; 'none': raw (release).
     l.identity_weight = 1.0  # Weight of the identity-guidance term in the generator loss.
     l.proxy_nca_temperature = 1.0 / 3.0  # Proxy-NCA temperature (embeddings and proxies L2-normalised).
 
@@ -96,6 +99,8 @@ def get_config() -> config_dict.ConfigDict:
     e.hog_upsample = 1  # HOG upsampling (paper protocol: 1).
     e.cnn_upsample = -1  # CNN upsampling; -1: doublings to reach 128 px (0 at 128 px, 1 at 64 px).
     e.figure_faces = 6  # Columns of comparison.png.
+    e.pnca_seed = 1000  # Seed of the separate Proxy-NCA evaluation network (--mode=pretrain_evaluator); must differ from seed.
+    e.pnca_dir = config_dict.placeholder(str)  # Its checkpoints; default workdir/pnca_evaluator.
 
     m = c.mesh = config_dict.ConfigDict()
     m.shard_params = False  # Shard large parameters over the 'data' axis (FSDP-style) instead of replicating.

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         jobs, errors = plan_jobs(args.inputs, args.output)
         m = model.load_model(args.model)
-        chooser = identity.IdentityChooser(args.identity, m.num_identities, args.seed)
+        chooser = identity.IdentityChooser(args.identity, m.num_trained_identities, args.seed)
         mapping = (identity.IdentityMapping(chooser, args.mapping, new=args.new_mapping)
                    if args.mapping else None)
         replacer = photos.FaceReplacer(m, fallback_mode=args.fallback,

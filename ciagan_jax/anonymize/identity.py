@@ -23,7 +23,12 @@ MAPPING_FORMAT = "ciagan_jax.identity_mapping"
 
 
 class IdentityChooser:
-    """Draws fake identities in [0, num_identities)."""
+    """Draws fake identities in [0, num_identities).
+
+    `num_identities` is the model's trained one-hot slots
+    (`num_trained_identities`): a slot that never received a gradient gives
+    no face, so an explicit index outside them is refused.
+    """
 
     def __init__(self, mode: str | int, num_identities: int, seed: int = 0):
         self.num_identities = int(num_identities)
@@ -35,7 +40,8 @@ class IdentityChooser:
             except ValueError as e:
                 raise ValueError(f"--identity must be 'next', 'random' or an integer, got {mode!r}") from e
         if isinstance(mode, int) and not 0 <= mode < self.num_identities:
-            raise ValueError(f"--identity {mode} outside [0, {self.num_identities})")
+            raise ValueError(f"--identity {mode} is outside the model's trained identities "
+                             f"[0, {self.num_identities}) (0..{self.num_identities - 1})")
         self.mode = mode
 
     def draw(self) -> int:

@@ -26,6 +26,11 @@ class Model:
     num_identities: int
     kind: str  # "export" or "model_dir"
     path: str
+    num_trained_identities: int = 0  # Controls are drawn below it; 0: all num_identities.
+
+    def __post_init__(self) -> None:
+        if not self.num_trained_identities:
+            self.num_trained_identities = self.num_identities
 
 
 def load_model(path: str) -> Model:
@@ -38,11 +43,11 @@ def load_model(path: str) -> Model:
     try:
         if export.is_bundle(path):
             b = export.load_bundle(path)
-            return Model(b, b.image_size, b.num_identities, "export", path)
+            return Model(b, b.image_size, b.num_identities, "export", path, b.num_trained_identities)
         if os.path.isfile(os.path.join(path, serialization.META_FILE)):
             g = serialization.load_generator(path)
             return Model(lambda lm, mf, ids: serialization.generate(g, lm, mf, ids),
-                         g.image_size, g.num_identities, "model_dir", path)
+                         g.image_size, g.num_identities, "model_dir", path, g.num_trained_identities)
     except ValueError as e:  # BundleError and ModelFormatError are ValueErrors.
         raise ModelLoadError(str(e)) from e
     raise ModelLoadError(f"{path}: neither an export bundle ({export.MANIFEST_FILE}) nor a saved "

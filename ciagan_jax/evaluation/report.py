@@ -231,10 +231,16 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray]], methods: Mapping[str, 
         report["rows"][name] = entry
 
     report.update(dict(metadata or {}))
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "report.md").write_text(render_markdown(report))
+    write_report(out_dir, report)
     save_comparison(out_dir / "comparison.png", {n: np.concatenate(rows[n].figure) for n in names})
     return report
+
+
+def write_report(out_dir: str | pathlib.Path, report: Mapping[str, Any]) -> None:
+    """report.json and report.md (rewritten whole)."""
+    out_dir = pathlib.Path(out_dir)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "report.md").write_text(render_markdown(report))
 
 
 def _fmt(v: Any, digits: int = 1) -> str:
@@ -254,6 +260,15 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += [f"CIAGAN: checkpoint step {report['checkpoint_step']} of "
                   f"`{report.get('workdir', '?')}`, records of `{report.get('data_dir', '?')}` "
                   f"(split `{report.get('split', '?')}`).", ""]
+    nets = report.get("identification_networks")
+    if nets:
+        lines += ["Identification networks:", f"- R@1 dlib: {nets.get('dlib', '?')}",
+                  f"- R@1 PNCA: {nets.get('pnca', '?')}", ""]
+    ctrl = report.get("control_identities")
+    if ctrl:
+        lines += [f"Control identities: {ctrl['rule']}; {ctrl['distinct_slots_used']} distinct slots "
+                  f"used, all below {ctrl['num_trained_identities']} trained "
+                  f"(one-hot size {ctrl['num_identities']}).", ""]
     lines += [
         "Detection: share of images where dlib finds >= 1 face (upsample "
         + ", ".join(f"{k.upper()} {v}" for k, v in report["upsample"].items())
@@ -263,7 +278,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
     ]
     head = (["Method"] + [f"Det {d.upper()}" for d in dets]
-            + ["R@1 PNCA", "R@1 dlib", "FID", "n", "dlib no face",
+            + ["R@1 PNCA (white-box)" if report.get("recall_pnca_white_box") else "R@1 PNCA",
+               "R@1 dlib", "FID", "n", "dlib no face",
                "Paper det HOG / SSH", "Paper R@1 PNCA / FaceNet", "Paper FID"])
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))

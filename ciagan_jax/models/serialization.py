@@ -81,6 +81,11 @@ class GeneratorBundle:
         return int(self.config.num_identities)
 
     @property
+    def num_trained_identities(self) -> int:
+        """Slots that were trained (older saves without the field: all of them)."""
+        return int(self.meta.get("num_trained_identities") or self.num_identities)
+
+    @property
     def image_size(self) -> int:
         return int(self.config.image_size)
 

@@ -39,6 +39,28 @@ def pretrain_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
     return os.path.abspath(config.pretrain.dir or os.path.join(workdir, "identity_pretrain"))
 
 
+def evaluator_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """config.eval.pnca_dir, or workdir/pnca_evaluator (absolute)."""
+    return os.path.abspath(config.eval.get("pnca_dir") or os.path.join(workdir, "pnca_evaluator"))
+
+
+def evaluator_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+    """The config of the PNCA *evaluation* network: same architecture and data,
+    its own seed and checkpoint directory, so the generator was never trained
+    against it (the guide's Proxy-NCA init would make a white-box metric)."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.seed = int(config.eval.get("pnca_seed", config.seed + 1000))
+    if c.seed == int(config.seed):
+        raise ValueError("eval.pnca_seed must differ from seed: the evaluator would repeat the guide")
+    c.pretrain.dir = evaluator_dir(config, workdir)
+    return c
+
+
+def pretrain_evaluator(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains (or resumes) the separate Proxy-NCA evaluation network."""
+    return pretrain_identity(evaluator_config(config, workdir), workdir)
+
+
 def _optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     p = config.pretrain
     return optax.multi_transform(
@@ -93,7 +115,7 @@ def pretrain_identity(config: ml_collections.ConfigDict, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     mesh = mesh_lib.make_mesh()
     mesh_lib.check_batch_divisible(p.batch_size, mesh)
-    writer = metric_writers.create_default_writer(os.path.join(workdir, "identity_pretrain_logs"),
+    writer = metric_writers.create_default_writer(os.path.join(workdir, os.path.basename(out_dir) + "_logs"),
                                                   just_logging=jax.process_index() > 0)
     manager = ckpt_lib.make_manager(out_dir, max_to_keep=2)
     key = jax.random.fold_in(state_lib.seed_key(config.seed), 1)

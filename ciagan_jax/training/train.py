@@ -22,6 +22,7 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 
 from ciagan_jax import platform as platform_lib
+from ciagan_jax.data import identity_slots
 from ciagan_jax.training import checkpoint as ckpt_lib
 from ciagan_jax.training import mesh as mesh_lib
 from ciagan_jax.training import state as state_lib
@@ -79,17 +80,20 @@ def _check_finite(metrics: Mapping[str, Any], step: int, manager) -> None:
             f"{manager.directory}. Lower optim.learning_rate or check the data.")
 
 
-def _grid_controls(identity: np.ndarray, num_identities: int) -> np.ndarray:
-    """(NUM_CONTROLS, rows) control identities, each different from the source."""
-    stride = max(1, num_identities // NUM_CONTROLS)
-    return np.stack([(identity + 1 + k * stride) % num_identities
+def _grid_controls(identity: np.ndarray, num_trained: int) -> np.ndarray:
+    """(NUM_CONTROLS, rows) control identities from the trained slots, each != the source."""
+    stride = max(1, num_trained // NUM_CONTROLS)
+    return np.stack([identity_slots.next_trained(identity, num_trained, 1 + k * stride)
                      for k in range(NUM_CONTROLS)]).astype(np.int32)
 
 
 def sample_grid(sample_fn, state: state_lib.TrainState, batch: Mapping[str, np.ndarray],
-                num_identities: int) -> np.ndarray:
-    """Grid (rows*S, 5*S, 3) float in [0, 1]: source | landmarks | 3 composites per row."""
-    controls = _grid_controls(np.asarray(batch["identity"]), num_identities)
+                num_trained: int) -> np.ndarray:
+    """Grid (rows*S, 5*S, 3) float in [0, 1]: source | landmarks | 3 composites per row.
+
+    `num_trained`: the trained one-hot slots; controls are drawn below it.
+    """
+    controls = _grid_controls(np.asarray(batch["identity"]), num_trained)
     inputs = {k: np.asarray(batch[k]) for k in ("image", "landmarks", "mask")}
     comps = np.asarray(jax.device_get(sample_fn(state.generator.params, state.generator.state,
                                                 inputs, controls)))
@@ -113,6 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     """
     workdir = os.path.abspath(os.fspath(workdir))
     os.makedirs(workdir, exist_ok=True)
+    num_trained = identity_slots.resolve_num_identities(config)
     mesh = mesh_lib.make_mesh()
     mesh_lib.check_batch_divisible(config.batch_size, mesh)
     k_batches = steps_lib.batches_per_iteration(config)
@@ -167,6 +172,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         for step in range(initial_step + 1, config.num_train_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 local = steps_lib.stack_pair_batches([next(train_it) for _ in range(k_batches)])
+                for key in ("identity", "partner_identity"):
+                    identity_slots.check_labels(local[key], config.num_identities,
+                                                f"{config.data.dir} ({config.data.train_split})")
                 batches = steps_lib.put_iteration_batches(local, mesh)
                 if step == initial_step + 1:
                     train_fn = steps_lib.compile_iteration(train_fn, state, batches)
@@ -200,10 +208,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
             if save_now:
                 with report.timed("checkpoint"):
                     ckpt_lib.save(manager, step, state,
-                                  {"step": step, "pair_batches_consumed": step * k_batches})
+                                  {"step": step, "pair_batches_consumed": step * k_batches,
+                                   "num_trained_identities": num_trained})
             if config.sample_every_steps and (step % config.sample_every_steps == 0 or is_last):
                 with report.timed("samples"):
-                    grid = sample_grid(sample_fn, state, grid_batch, config.num_identities)
+                    grid = sample_grid(sample_fn, state, grid_batch, num_trained)
                     if jax.process_index() == 0:
                         writer.write_images(step, {"samples": grid[None]})
                         _write_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
