@@ -86,3 +86,21 @@ def test_cross_entropy_of_uniform_logits_is_log_num_classes():
     np.testing.assert_allclose(
         float(losses.cross_entropy_loss(jnp.array([[10.0, 0.0]]), jnp.array([0]))),
         math.log(1 + math.exp(-10.0)), atol=1e-6)
+
+
+def test_contrastive_loss_l2_option_is_scale_free_and_matches_the_unit_sphere_formula():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=(6, 5)).astype(np.float32)
+    same = np.array([1, 0, 1, 0, 1, 0])
+    got = losses.contrastive_loss(a, b, same, margin=1.0, normalize="l2")
+    # Raw embeddings scaled by 100 give the same value once normalised...
+    np.testing.assert_allclose(losses.contrastive_loss(100 * a, b, same, margin=1.0, normalize="l2"),
+                               got, rtol=1e-5)
+    # ...which is the plain loss on unit vectors.
+    an = a / np.linalg.norm(a, axis=1, keepdims=True)
+    bn = b / np.linalg.norm(b, axis=1, keepdims=True)
+    np.testing.assert_allclose(losses.contrastive_loss(an, bn, same, margin=1.0), got, rtol=1e-5)
+    # The raw form ('none', the release) does depend on the scale.
+    assert abs(float(losses.contrastive_loss(100 * a, b, same)) - float(losses.contrastive_loss(a, b, same))) > 1
+    with pytest.raises(ValueError, match="normalisation"):
+        losses.contrastive_loss(a, b, same, normalize="cosine")

@@ -112,8 +112,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     """Trains CIAGAN for `config.num_train_steps` iterations in `workdir`; returns the state.
 
     Writes TensorBoard events + logs (process 0), `checkpoints/<step>` every
-    `checkpoint_every_steps` and at the end, and `samples/step_<step>.png`
-    every `sample_every_steps`. Raises NonFiniteLossError on a NaN/Inf loss.
+    `checkpoint_every_steps` and at the end, `samples/step_<step>.png`
+    every `sample_every_steps`, and (with `eval_every_steps`) held-out
+    detection / dlib Recall@1 / FID curves (`evaluation.in_training`). Raises NonFiniteLossError on a NaN/Inf loss.
     """
     workdir = os.path.abspath(os.fspath(workdir))
     os.makedirs(workdir, exist_ok=True)
@@ -157,6 +158,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                                          start_step=0, train=False))
     train_fn = steps_lib.make_train_iteration(config, mesh, shardings)
     sample_fn = steps_lib.make_sample_fn(config)
+    eval_every = int(config.get("eval_every_steps", 0) or 0)
+    held_out = None
+    if eval_every and jax.process_index() == 0:
+        from ciagan_jax.evaluation import in_training  # pylint: disable=g-import-not-at-top
+        held_out = in_training.HeldOutEvaluator(config, workdir, num_trained)
     report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                              writer=writer, every_steps=config.log_every_steps)
     pairs_per_iteration = config.batch_size * k_batches
@@ -216,6 +222,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                     if jax.process_index() == 0:
                         writer.write_images(step, {"samples": grid[None]})
                         _write_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
+            if held_out is not None and (step % eval_every == 0 or is_last):
+                with report.timed("held_out_eval"):
+                    variables = jax.device_get({"params": state.generator.params,
+                                                **state.generator.state})
+                    writer.write_scalars(step, held_out(variables, step))
+                    writer.flush()
         for s, m in pending:
             _check_finite(jax.device_get(m), s, manager)
     finally:

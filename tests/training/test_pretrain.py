@@ -94,3 +94,47 @@ def test_pnca_embedder_without_config_names_the_missing_file(tmp_path):
         recall.make_embedder(f"pnca:{tmp_path}")
     with pytest.raises(ValueError, match="unknown embedder"):
         recall.make_embedder("facenet")
+
+
+def _param_hash(variables) -> str:
+    import hashlib
+
+    import jax
+
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(variables["params"]):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()
+
+
+def test_pnca_column_uses_a_separately_trained_evaluator_not_the_guide(pretrained):
+    from ciagan_jax.evaluation import checkpoint_eval, report
+
+    workdir, config, _ = pretrained
+    cfg = config.copy_and_resolve_references()
+    # Only the guide's pretraining so far: the column is usable but white-box.
+    fn, text, white_box = checkpoint_eval.pnca_embedder(cfg, str(workdir))
+    assert fn is not None and white_box and "WHITE-BOX" in text
+    cfg.pretrain.num_steps = 30
+    pretrain.pretrain_evaluator(cfg, str(workdir))
+    fn, text, white_box = checkpoint_eval.pnca_embedder(cfg, str(workdir))
+    assert fn is not None and not white_box and "separately trained" in text
+    guide_dir, eval_dir = pretrain.pretrain_dir(cfg, str(workdir)), pretrain.evaluator_dir(cfg, str(workdir))
+    assert guide_dir != eval_dir
+    guide = pretrain.load_identity_variables(guide_dir, cfg)
+    evaluator = pretrain.load_identity_variables(eval_dir, pretrain.evaluator_config(cfg, str(workdir)))
+    assert _param_hash(guide) != _param_hash(evaluator)
+    md = report.render_markdown({"n_records": 1, "n_identities": 1, "detectors": ["hog"],
+                                 "upsample": {"hog": 1}, "rows": {},
+                                 "identification_networks": {"dlib": checkpoint_eval.DLIB_NETWORK,
+                                                             "pnca": text},
+                                 "recall_pnca_white_box": False})
+    assert "R@1 PNCA: separately trained Proxy-NCA evaluator" in md and "white-box" not in md
+
+
+def test_evaluator_seed_equal_to_the_guide_seed_is_refused(pretrained):
+    workdir, config, _ = pretrained
+    cfg = config.copy_and_resolve_references()
+    cfg.eval.pnca_seed = cfg.seed
+    with pytest.raises(ValueError, match="pnca_seed must differ"):
+        pretrain.evaluator_config(cfg, str(workdir))
