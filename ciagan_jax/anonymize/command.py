@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ciagan-anonymize",
         description="Replace every face in photos, folders and videos with a CIAGAN-generated one.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="photos, videos or folders (recursive)")
-    p.add_argument("--model", required=True, help="export bundle (or saved generator) directory")
+    p.add_argument("--model", default=None,
+                   help="export bundle (or saved generator) directory; default: the model shipped "
+                        "inside the package (ciagan_jax/pretrained/ciagan_celeba64, 64 px, trained on "
+                        "CelebA photos; its export.json holds its training data and evaluation)")
     p.add_argument("-o", "--output", required=True,
                    help="output folder (mirrors input folders); a file name for a single input")
     p.add_argument("--detector", choices=("hog", "cnn"), default="hog",
@@ -108,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         jobs, errors = plan_jobs(args.inputs, args.output)
+        if args.model is None:
+            from ciagan_jax import pretrained  # pylint: disable=g-import-not-at-top
+            args.model = pretrained.model_dir()
         m = model.load_model(args.model)
         chooser = identity.IdentityChooser(args.identity, m.num_trained_identities, args.seed)
         mapping = (identity.IdentityMapping(chooser, args.mapping, new=args.new_mapping)
@@ -115,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         replacer = photos.FaceReplacer(m, fallback_mode=args.fallback,
                                        min_eye_distance=args.min_eye_distance)
         analyzer = faces.FaceAnalyzer(args.detector, args.upsample)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     assigner = identity.IdentityAssigner(chooser, mapping)

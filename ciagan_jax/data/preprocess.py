@@ -602,6 +602,7 @@ def finalize(out: str, plan: dict[str, Any]) -> dict[str, Any]:
         "layout": conf["layout"],
         "aligned": conf["aligned"],
         "inputs": {label or os.path.basename(root): root for label, root in plan["roots"]},
+        "roots": plan["roots"],  # resolve_photo(manifest["roots"], record source_file) -> photo path
         "geometry_version": geometry.GEOMETRY_VERSION,
         "identity_selection": plan.get("identity_selection"),
         "num_photos": plan["num_photos"],
