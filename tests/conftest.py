@@ -44,3 +44,34 @@ def celeba_sample_records(shared_data, tmp_path_factory) -> pathlib.Path:
                         "--output", str(out)], cwd=REPO_ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-4000:]
     return out
+
+
+def make_celeba_subset(shared_data: pathlib.Path, dst: pathlib.Path, num_identities: int | None = None, *,
+                       photos_per_identity: int | None = None, collection: str = "celeba_wild",
+                       identities=None) -> pathlib.Path:
+    """CelebA-layout folder of symlinks: the first `num_identities` identities of
+    `collection` (or exactly `identities`), at most `photos_per_identity` photos each."""
+    src = shared_data / collection
+    if not (src / "Anno" / "identity_CelebA.txt").is_file():
+        pytest.skip(f"{src} not found (CelebA photos in ../shared/data)")
+    pairs = [ln.split() for ln in (src / "Anno" / "identity_CelebA.txt").read_text().splitlines()
+             if ln.strip()]
+    if identities is None:
+        identities = sorted({i for _, i in pairs}, key=int)[:num_identities]
+    keep, per_id = [], {}
+    for f, i in pairs:
+        if i in identities and per_id.get(i, 0) < (photos_per_identity or len(pairs)):
+            keep.append((f, i))
+            per_id[i] = per_id.get(i, 0) + 1
+    (dst / "Anno").mkdir(parents=True)
+    (dst / "img_celeba").mkdir()
+    (dst / "Anno" / "identity_CelebA.txt").write_text("".join(f"{f} {i}\n" for f, i in keep))
+    for f, _ in keep:
+        os.symlink(src / "img_celeba" / f, dst / "img_celeba" / f)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def wild_subset():
+    """make_celeba_subset(shared_data, dst, num_identities, ...) for tests that need their own subset."""
+    return make_celeba_subset

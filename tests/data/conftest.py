@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 
 import pytest
@@ -39,30 +38,9 @@ def sample_run(shared_data, tmp_path_factory) -> Run:
     return Run(out=out, manifest=manifest, input=src, debug=debug)
 
 
-def make_wild_subset(shared_data: pathlib.Path, dst: pathlib.Path, num_identities: int) -> pathlib.Path:
-    """CelebA-layout folder with the first `num_identities` identities (symlinks)."""
-    src = shared_data / "celeba_wild"
-    lines = (src / "Anno" / "identity_CelebA.txt").read_text().split("\n")
-    pairs = [ln.split() for ln in lines if ln.strip()]
-    keep_ids = sorted({i for _, i in pairs}, key=int)[:num_identities]
-    keep = [(f, i) for f, i in pairs if i in keep_ids]
-    (dst / "Anno").mkdir(parents=True)
-    (dst / "img_celeba").mkdir()
-    (dst / "Anno" / "identity_CelebA.txt").write_text("".join(f"{f} {i}\n" for f, i in keep))
-    for f, _ in keep:
-        os.symlink(src / "img_celeba" / f, dst / "img_celeba" / f)
-    return dst
-
-
 @pytest.fixture(scope="session")
-def wild_subset():
-    """make_wild_subset(shared_data, dst, num_identities) for tests that need their own subset."""
-    return make_wild_subset
-
-
-@pytest.fixture(scope="session")
-def wild_run(shared_data, tmp_path_factory) -> Run:
-    src = make_wild_subset(shared_data, tmp_path_factory.mktemp("wild_src"), WILD_IDENTITIES)
+def wild_run(shared_data, wild_subset, tmp_path_factory) -> Run:
+    src = wild_subset(shared_data, tmp_path_factory.mktemp("wild_src"), WILD_IDENTITIES)
     out = tmp_path_factory.mktemp("wild_out")
     cfg = pp.Config(input=str(src), layout="celeba", test_fraction=0.25, seed=1)
     manifest = pp.preprocess(cfg, str(out), workers=2, progress=False)

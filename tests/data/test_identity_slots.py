@@ -92,24 +92,8 @@ def test_next_trained_is_the_release_rule_over_trained_slots():
         identity_slots.next_trained(np.array([0]), 0)
 
 
-def test_merged_celeba_collections_share_identities_and_keep_the_split_disjoint(shared_data, tmp_path):
+def test_merged_celeba_collections_share_identities_and_keep_the_split_disjoint(shared_data, wild_subset, tmp_path):
     """celeba_wild + celeba_train subsets: CelebA numbers are one namespace across inputs."""
-    def subset(name, ids, dst):
-        src = shared_data / name
-        pairs = [ln.split() for ln in (src / "Anno" / "identity_CelebA.txt").read_text().splitlines()
-                 if ln.strip()]
-        keep, per_id = [], {}
-        for f, i in pairs:
-            if i in ids and per_id.get(i, 0) < 12:
-                keep.append((f, i))
-                per_id[i] = per_id.get(i, 0) + 1
-        (dst / "Anno").mkdir(parents=True)
-        (dst / "img_celeba").mkdir()
-        (dst / "Anno" / "identity_CelebA.txt").write_text("".join(f"{f} {i}\n" for f, i in keep))
-        for f, _ in keep:
-            (dst / "img_celeba" / f).symlink_to(src / "img_celeba" / f)
-        return {i for _, i in keep}
-
     if not (shared_data / "celeba_train").is_dir():
         pytest.skip(f"{shared_data / 'celeba_train'} not found")
     wild_pairs = [ln.split() for ln in (shared_data / "celeba_wild" / "Anno" / "identity_CelebA.txt")
@@ -117,10 +101,10 @@ def test_merged_celeba_collections_share_identities_and_keep_the_split_disjoint(
     train_ids = {ln.split()[1] for ln in (shared_data / "celeba_train" / "Anno" / "identity_CelebA.txt")
                  .read_text().splitlines() if ln.strip()}
     common = sorted({i for _, i in wild_pairs} & train_ids, key=int)[:4]
-    a = subset("celeba_wild", set(common), tmp_path / "a" / "celeba_wild")
-    b = subset("celeba_train", set(common), tmp_path / "b" / "celeba_train")
-    assert a == b == set(common)
-    cfg = pp.Config(input=(str(tmp_path / "a" / "celeba_wild"), str(tmp_path / "b" / "celeba_train")),
+    for name in ("celeba_wild", "celeba_train"):
+        wild_subset(shared_data, tmp_path / name[7] / name, photos_per_identity=12, collection=name,
+                    identities=set(common))
+    cfg = pp.Config(input=(str(tmp_path / "w" / "celeba_wild"), str(tmp_path / "t" / "celeba_train")),
                     layout="celeba", test_fraction=0.25, seed=0, max_identities=3)
     manifest = pp.preprocess(cfg, str(tmp_path / "out"), workers=1, progress=False)
     assert manifest["num_identities"] == 3  # 4 shared identities, 3 kept by photo count.

@@ -27,25 +27,8 @@ MAX_PHOTOS = 9
 MAX_TRAIN_PHOTOS = 10
 
 
-def _wild_subset(shared_data: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
-    """CelebA layout: the first identities of celeba_wild, a few photos each (symlinks)."""
-    src = shared_data / "celeba_wild"
-    if not (src / "Anno" / "identity_CelebA.txt").is_file():
-        pytest.skip(f"{src} not found (CelebA-wild photos in ../shared/data)")
-    pairs = [ln.split() for ln in (src / "Anno" / "identity_CelebA.txt").read_text().splitlines()
-             if ln.strip()]
-    ids = sorted({i for _, i in pairs}, key=int)[:SUBSET_IDENTITIES]
-    keep = [pair for i in ids for pair in [p for p in pairs if p[1] == i][:PHOTOS_PER_IDENTITY]]
-    (dst / "Anno").mkdir(parents=True)
-    (dst / "img_celeba").mkdir()
-    (dst / "Anno" / "identity_CelebA.txt").write_text("".join(f"{f} {i}\n" for f, i in keep))
-    for f, _ in keep:
-        os.symlink(src / "img_celeba" / f, dst / "img_celeba" / f)
-    return dst
-
-
 @pytest.fixture(scope="module")
-def full_run(shared_data, tmp_path_factory, fid_extractor):
+def full_run(shared_data, wild_subset, tmp_path_factory, fid_extractor):
     """(result dict, out dir, path of the held-out photo removed before the run)."""
     import jax  # pylint: disable=g-import-not-at-top
 
@@ -57,7 +40,7 @@ def full_run(shared_data, tmp_path_factory, fid_extractor):
     from configs import smoke  # pylint: disable=g-import-not-at-top
 
     root = tmp_path_factory.mktemp("full_photos")
-    src = _wild_subset(shared_data, root / "src")
+    src = wild_subset(shared_data, root / "src", SUBSET_IDENTITIES, photos_per_identity=PHOTOS_PER_IDENTITY)
     data = root / "data"
     pp.preprocess(pp.Config(input=str(src), layout="celeba", test_fraction=0.34, seed=0),
                   str(data), workers=1, progress=False)
