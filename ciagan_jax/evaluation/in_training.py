@@ -24,11 +24,12 @@ METRICS = ("det_hog", "recall_dlib", "recall_pnca", "fid", "dlib_no_face")
 class HeldOutEvaluator:
     """Evaluates generator variables on held-out faces; keeps the Inception net loaded."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str, num_trained: int):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, num_trained: int,
+                 extractor: Any = None):
         self.config = config
         self.workdir = workdir
         self.num_trained = int(num_trained)
-        self._extractor = None
+        self._extractor = extractor
 
     def __call__(self, variables: Mapping[str, Any], step: int) -> dict[str, float]:
         from ciagan_jax.data.pipeline import make_eval_iterator  # pylint: disable=g-import-not-at-top
