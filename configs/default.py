@@ -79,6 +79,7 @@ def get_config() -> config_dict.ConfigDict:
 
     o = c.optim = config_dict.ConfigDict()
     o.learning_rate = 1e-5  # Adam lr for all three networks (paper; release 1e-4).
+    o.critic_learning_rate = config_dict.placeholder(float)  # Critic's own lr (two-timescale rule); unset: learning_rate.
     o.b1 = 0.5  # Adam beta1.
     o.b2 = 0.9  # Adam beta2 (paper; release 0.999).
 

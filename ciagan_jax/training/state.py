@@ -56,13 +56,18 @@ class Optimizers(NamedTuple):
 
 
 def make_optimizers(config: ml_collections.ConfigDict) -> Optimizers:
-    """Adam per network with `config.optim` lr and betas (paper / release values)."""
+    """Adam per network with `config.optim` lr and betas (paper / release values).
+
+    `optim.critic_learning_rate`, when set, gives the critic its own lr (the
+    two-timescale rule of Heusel et al.); otherwise all three share one.
+    """
     o = config.optim
+    critic_lr = o.get("critic_learning_rate") or o.learning_rate
 
-    def adam() -> optax.GradientTransformation:
-        return optax.adam(o.learning_rate, b1=o.b1, b2=o.b2)
+    def adam(lr: float) -> optax.GradientTransformation:
+        return optax.adam(lr, b1=o.b1, b2=o.b2)
 
-    return Optimizers(adam(), adam(), adam())
+    return Optimizers(adam(o.learning_rate), adam(critic_lr), adam(o.learning_rate))
 
 
 def split_variables(variables: Mapping[str, Any]) -> tuple[PyTree, dict]:
