@@ -80,6 +80,9 @@ class IdentityMapping:
     File: {"format", "version": 1, "num_identities", "threshold",
     "people": [{"identity", "descriptor": [128 floats], "count"}]}; the
     stored descriptor is the running mean over the faces matched to it.
+    It holds biometric face descriptors of real people: `save` writes it
+    with mode 0600, and `_load` rejects a malformed file with a message
+    naming the file and the field.
     """
 
     def __init__(self, chooser: IdentityChooser, path: str | None = None, *,
@@ -94,20 +97,70 @@ class IdentityMapping:
             self._load(path)
 
     def _load(self, path: str) -> None:
+        """Reads and validates the file; a malformed one raises ValueError naming file and field."""
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 obj = json.load(f)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: not a readable identity mapping ({e})") from e
+
+        def bad(field: str, problem: str) -> ValueError:
+            return ValueError(f"{path}: malformed identity mapping: field {field}: {problem} "
+                              f"(fix the file, or use --new-mapping to start afresh)")
+
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def kind(v) -> str:
+            return type(v).__name__ if v is not None else "null"
+
+        if not isinstance(obj, dict):
+            raise bad("(top level)", f"expected a JSON object, got {kind(obj)}")
         if obj.get("format") != MAPPING_FORMAT:
-            raise ValueError(f"{path}: not an identity mapping (format {obj.get('format')!r})")
-        if int(obj.get("num_identities", -1)) != self.chooser.num_identities:
-            raise ValueError(f"{path}: made for {obj.get('num_identities')} identities, the model "
+            raise ValueError(f"{path}: not an identity mapping (field format is "
+                             f"{obj.get('format')!r}, expected {MAPPING_FORMAT!r})")
+        if obj.get("version") != 1 or not is_int(obj.get("version")):
+            raise bad("version", f"expected 1, got {obj.get('version')!r}")
+        n = obj.get("num_identities")
+        if not is_int(n) or n <= 0:
+            raise bad("num_identities", f"expected a positive integer, got {n!r}")
+        if n != self.chooser.num_identities:
+            raise ValueError(f"{path}: made for {n} identities, the model "
                              f"has {self.chooser.num_identities}; use --new-mapping")
-        people = obj.get("people", [])
-        self.identities = [int(p["identity"]) for p in people]
-        self.counts = [int(p.get("count", 1)) for p in people]
-        self.descriptors = np.asarray([p["descriptor"] for p in people], np.float32).reshape(-1, 128)
+        if "threshold" in obj and (not isinstance(obj["threshold"], (int, float))
+                                   or isinstance(obj["threshold"], bool)
+                                   or not np.isfinite(obj["threshold"]) or obj["threshold"] <= 0):
+            raise bad("threshold", f"expected a positive number, got {obj['threshold']!r}")
+        people = obj.get("people")
+        if not isinstance(people, list):
+            raise bad("people", f"expected a list, got {kind(people)}")
+        identities, counts, descriptors = [], [], []
+        for i, p in enumerate(people):
+            where = f"people[{i}]"
+            if not isinstance(p, dict):
+                raise bad(where, f"expected an object, got {kind(p)}")
+            k = p.get("identity")
+            if not is_int(k) or not 0 <= k < n:
+                raise bad(f"{where}.identity", f"expected an integer in [0, {n}), got {k!r}")
+            c = p.get("count", 1)
+            if not is_int(c) or c < 1:
+                raise bad(f"{where}.count", f"expected a positive integer, got {c!r}")
+            d = p.get("descriptor")
+            if not isinstance(d, list):
+                raise bad(f"{where}.descriptor", f"expected a list of 128 numbers, got {kind(d)}")
+            if len(d) != 128:
+                raise bad(f"{where}.descriptor", f"expected 128 numbers, got {len(d)}")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d):
+                raise bad(f"{where}.descriptor", "expected numbers only")
+            arr = np.asarray(d, np.float32)
+            if not np.all(np.isfinite(arr)):
+                raise bad(f"{where}.descriptor", "holds a non-finite number")
+            identities.append(k)
+            counts.append(c)
+            descriptors.append(arr)
+        self.identities = identities
+        self.counts = counts
+        self.descriptors = (np.stack(descriptors) if descriptors else np.zeros((0, 128), np.float32))
         # Continue the `next` counter after the identities already handed out.
         self.chooser._counter = len(people)  # pylint: disable=protected-access
 
@@ -137,11 +190,11 @@ class IdentityMapping:
             "people": [{"identity": k, "count": c, "descriptor": [round(float(v), 6) for v in d]}
                        for k, c, d in zip(self.identities, self.counts, self.descriptors)],
         }
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, self.path)
+        # Biometric data of real people: only the owner may read it (0600),
+        # written through an exclusive mkstemp file and an atomic rename.
+        from ciagan_jax.anonymize import outputs  # pylint: disable=g-import-not-at-top
+
+        outputs.write_json_atomic(self.path, obj, mode=0o600)
 
 
 class IdentityAssigner:

@@ -163,16 +163,24 @@ def detect_targets(analyzer, img: np.ndarray) -> list[FaceTarget]:
 
 def anonymize_photo_file(src: str, dst: str, replacer: FaceReplacer, analyzer,
                          assigner: IdentityAssigner, *, keep_metadata: bool = False,
-                         jpeg_quality: int = 95) -> PhotoResult:
+                         jpeg_quality: int = 95, overwrite: bool = False,
+                         expected_dst: str | None = None) -> PhotoResult:
     """Loads `src`, replaces every detected face and writes `dst` (metadata stripped).
+
+    The photo is written in a private temporary folder beside `dst` and
+    published atomically (`outputs.atomic_output`): `dst` is either absent or
+    complete, a symlink at `dst` is never followed, and an existing `dst` is
+    only replaced with `overwrite`.
 
     Raises:
       data.image_io.ImageLoadError: unreadable or corrupt input.
+      outputs.OutputRefusedError: `dst` cannot be written safely.
     """
-    from ciagan_jax.anonymize import metadata  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.anonymize import metadata, outputs  # pylint: disable=g-import-not-at-top
     from ciagan_jax.data import image_io  # pylint: disable=g-import-not-at-top
 
     img = image_io.load_rgb(src)
     out, result = replacer.replace(img, detect_targets(analyzer, img), assigner)
-    metadata.save_photo(out, src, dst, keep_metadata=keep_metadata, jpeg_quality=jpeg_quality)
+    with outputs.atomic_output(dst, overwrite=overwrite, expected=expected_dst) as tmp:
+        metadata.save_photo(out, src, tmp, keep_metadata=keep_metadata, jpeg_quality=jpeg_quality)
     return result

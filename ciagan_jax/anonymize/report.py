@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
+
+# FileReport.status values.
+ANONYMIZED = "anonymized"
+SKIPPED_EXISTING = "skipped-existing"  # a complete output was already there (no --overwrite)
+ERROR = "error"  # the input was skipped; `error` says why
 
 
 @dataclasses.dataclass
 class FileReport:
-    """What happened to one input file (counts are faces; for video, face-frames)."""
+    """What happened to one input file (counts are faces; for video, face-frames).
+
+    `status` is "anonymized", "skipped-existing" or "error" (derived from
+    `error` when left empty).
+    """
 
     input: str
     output: str | None
@@ -22,31 +29,49 @@ class FileReport:
     tracks: int | None = None
     seconds: float = 0.0
     fallback_reasons: dict[str, int] = dataclasses.field(default_factory=dict)
+    status: str = ""
+
+    def final_status(self) -> str:
+        if self.error is not None:
+            return ERROR
+        return self.status or ANONYMIZED
 
 
 def summary_line(files: list[FileReport]) -> str:
-    ok = [f for f in files if f.error is None]
-    bad = len(files) - len(ok)
-    found = sum(f.faces_found for f in ok)
-    gen = sum(f.generated for f in ok)
-    fb = sum(f.fell_back for f in ok)
-    return (f"{len(ok)} file(s) anonymized, {bad} skipped with errors; faces found {found}, "
-            f"generated {gen}, fell back {fb}")
+    done = [f for f in files if f.final_status() == ANONYMIZED]
+    existing = sum(f.final_status() == SKIPPED_EXISTING for f in files)
+    bad = sum(f.final_status() == ERROR for f in files)
+    found = sum(f.faces_found for f in done)
+    gen = sum(f.generated for f in done)
+    fb = sum(f.fell_back for f in done)
+    return (f"{len(done)} file(s) anonymized, {existing} already done (skipped-existing), "
+            f"{bad} skipped with errors; faces found {found}, generated {gen}, fell back {fb}")
 
 
-def write_report(path: str, files: list[FileReport], settings: dict) -> None:
+def write_report(path: str, files: list[FileReport], settings: dict,
+                 exit_status: int | None = None) -> None:
+    """Writes the JSON report atomically (a temporary file renamed into place)."""
+    from ciagan_jax.anonymize import outputs  # pylint: disable=g-import-not-at-top
+
+    rows = []
+    for f in files:
+        row = dataclasses.asdict(f)
+        row["status"] = f.final_status()
+        rows.append(row)
     obj = {
         "summary": summary_line(files),
+        "exit_status": exit_status,
         "totals": {
             "files": len(files),
-            "errors": sum(f.error is not None for f in files),
+            "anonymized": sum(f.final_status() == ANONYMIZED for f in files),
+            "skipped_existing": sum(f.final_status() == SKIPPED_EXISTING for f in files),
+            "errors": sum(f.final_status() == ERROR for f in files),
             "faces_found": sum(f.faces_found for f in files),
             "generated": sum(f.generated for f in files),
             "fell_back": sum(f.fell_back for f in files),
         },
+        "skipped": [{"input": f.input, "error": f.error} for f in files if f.error is not None],
         "settings": settings,
-        "files": [dataclasses.asdict(f) for f in files],
+        "files": rows,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
+    outputs.write_json_atomic(path, obj, mode=outputs.default_file_mode(), indent=2)
