@@ -17,7 +17,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-MANIFEST = "manifest.json"
+from ciagan_jax.data.records import MANIFEST
 
 
 def read_manifest(data_dir: str) -> dict[str, Any]:
@@ -67,10 +67,10 @@ def resolve_num_identities(config: ml_collections.ConfigDict) -> int:
 def check_labels(labels: np.ndarray, num_identities: int, where: str) -> None:
     """Raises ValueError when a label has no one-hot slot (jax.nn.one_hot would give zeros)."""
     labels = np.asarray(labels)
-    if labels.size and (labels.min() < 0 or labels.max() >= num_identities):
-        raise ValueError(f"{where}: identity label {int(labels.max()) if labels.max() >= num_identities else int(labels.min())} "
-                         f"outside the one-hot's [0, {num_identities}); preprocess with fewer "
-                         "identities or raise num_identities")
+    bad = labels[(labels < 0) | (labels >= num_identities)]
+    if bad.size:
+        raise ValueError(f"{where}: identity label {int(bad[0])} outside the one-hot's "
+                         f"[0, {num_identities}); preprocess with fewer identities or raise num_identities")
 
 
 def next_trained(identity: np.ndarray, num_trained: int, offset: int = 1) -> np.ndarray:
