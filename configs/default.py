@@ -102,6 +102,9 @@ def get_config() -> config_dict.ConfigDict:
     e.figure_faces = 6  # Columns of comparison.png.
     e.pnca_seed = 1000  # Seed of the separate Proxy-NCA evaluation network (--mode=pretrain_evaluator); must differ from seed.
     e.pnca_dir = config_dict.placeholder(str)  # Its checkpoints; default workdir/pnca_evaluator.
+    e.lfw_pairs = ""  # LFW pairs.txt: --mode=evaluate also writes eval/lfw_verification.{json,md} (Table 3, TAR at FAR 0.001); '': off.
+    e.lfw_images = ""  # LFW images for lfw_pairs, <name>/<name>_<NNNN>.jpg (e.g. ../shared/data/lfw_pairs/lfw).
+    e.lfw_max_pairs_per_fold = 0  # First N same- and N different-person pairs of each fold (0: all).
 
     m = c.mesh = config_dict.ConfigDict()
     m.shard_params = False  # Shard large parameters over the 'data' axis (FSDP-style) instead of replicating.

@@ -11,6 +11,11 @@ record of `config.data.eval_split`, and writes `WD/eval/report.json`,
 `report.md` and `comparison.png`, and the same figures to TensorBoard
 under `WD/eval`. Recall@1 uses dlib's face descriptor and, when a Proxy-NCA
 identity network was pretrained in this workdir, that network (PNCA).
+
+With `--config.eval.lfw_pairs=pairs.txt --config.eval.lfw_images=DIR` it
+also runs the LFW verification (Table 3, `lfw_verification.py`) through the
+full-photo anonymizer with the checkpoint's generator, into
+`WD/eval/lfw_verification.json` and `.md` (TensorBoard: `eval/lfw_tar/*`).
 """
 
 from __future__ import annotations
@@ -143,11 +148,57 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         "distinct_slots_used": len(controls_used),
         "max_slot_used": max(controls_used) if controls_used else None}
     report.write_report(out_dir, result)
+    # Table 2 is on disk first: a bad LFW setting cannot cost it.
+    lfw = lfw_verification(config, variables, num_trained, out_dir,
+                           os.path.join(workdir, "checkpoints", str(int(step))))
+    if lfw is not None:
+        result["lfw_verification"] = {
+            "rows": {k: {m: v[m] for m in ("tar_mean", "tar_std", "folds", "pairs", "no_face")}
+                     for k, v in lfw["rows"].items()},
+            "far": lfw["far"], "json": os.path.join(out_dir, "lfw_verification.json")}
+        report.write_report(out_dir, result)
     _log_to_tensorboard(metric_writers.create_default_writer(
         out_dir, just_logging=jax.process_index() > 0), result, int(step), out_dir)
     logging.info("evaluation of step %d written to %s:\n%s", step, out_dir,
                  report.render_markdown(result))
     print(report.render_markdown(result))
+    return result
+
+
+def checkpoint_model(config: ml_collections.ConfigDict, variables: Mapping[str, Any],
+                     num_trained: int, path: str):
+    """The checkpoint's generator as an `anonymize.model.Model` (what the full-photo anonymizer runs)."""
+    from ciagan_jax.anonymize.model import Model  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.models import serialization  # pylint: disable=g-import-not-at-top
+
+    bundle = serialization.GeneratorBundle(
+        config=config, module=factory.build_generator(config), variables=jax.device_get(variables),
+        meta={"num_trained_identities": int(num_trained)})
+    return Model(lambda lm, mf, ids: serialization.generate(bundle, lm, mf, ids),
+                 int(config.image_size), int(config.num_identities), "checkpoint", path,
+                 int(num_trained))
+
+
+def lfw_verification(config: ml_collections.ConfigDict, variables: Mapping[str, Any],
+                     num_trained: int, out_dir: str, path: str) -> dict[str, Any] | None:
+    """Table 3 (LFW verification) of the checkpoint when config.eval.lfw_pairs is set, else None.
+
+    Writes out_dir/lfw_verification.json and .md (see evaluation.lfw_verification).
+    """
+    pairs = config.eval.get("lfw_pairs") or ""
+    if not pairs:
+        return None
+    images = config.eval.get("lfw_images") or ""
+    if not images:
+        raise ValueError("config.eval.lfw_pairs is set but config.eval.lfw_images is empty: name the "
+                         "LFW images folder (<name>/<name>_<NNNN>.jpg)")
+    from ciagan_jax.evaluation import lfw_verification as lv  # pylint: disable=g-import-not-at-top
+
+    model = checkpoint_model(config, variables, num_trained, path)
+    result = lv.evaluate_lfw(pairs, images, model, out_dir,
+                             max_pairs_per_fold=config.eval.get("lfw_max_pairs_per_fold") or None)
+    logging.info("LFW verification written to %s:\n%s", out_dir, lv.render_markdown(result))
+    print(lv.render_markdown(result))
     return result
 
 
@@ -157,6 +208,9 @@ def _log_to_tensorboard(writer, result: Mapping[str, Any], step: int, out_dir: s
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
                 scalars[f"eval/{row}/{key}"] = float(value)
+    for row, metrics in result.get("lfw_verification", {}).get("rows", {}).items():
+        if metrics.get("tar_mean") is not None:
+            scalars[f"eval/lfw_tar/{row}"] = float(metrics["tar_mean"])
     if scalars:
         writer.write_scalars(step, scalars)
     figure = os.path.join(out_dir, "comparison.png")

@@ -242,3 +242,30 @@ def test_bad_pairs_file_exits_2_naming_the_file(tmp_path, capsys):
     path = _write(tmp_path, "1 1\nA 1 2 3\nA 1 B 2\n")
     rc = lv.main(["--pairs", path, "--images", str(tmp_path), "--out", str(tmp_path / "o")])
     assert rc == 2 and f"{path}:2:" in capsys.readouterr().err
+
+
+def test_evaluate_mode_runs_verification_from_the_checkpoint_generator(lfw, tmp_path):
+    """--mode=evaluate's hook: off by default; with lfw_pairs set, the checkpoint's generator."""
+    import sys  # pylint: disable=g-import-not-at-top
+
+    import jax  # pylint: disable=g-import-not-at-top
+
+    from ciagan_jax.evaluation import checkpoint_eval  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.models import factory  # pylint: disable=g-import-not-at-top
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+    from configs import smoke  # pylint: disable=g-import-not-at-top
+
+    config = smoke.get_config()
+    variables = factory.init_generator(config, jax.random.key(0))  # untrained: the code path only
+    assert config.eval.lfw_pairs == "" and checkpoint_eval.lfw_verification(
+        config, variables, 5, str(tmp_path), "ckpt") is None
+    config.eval.lfw_pairs = str(lfw / "pairs.txt")
+    with pytest.raises(ValueError, match="lfw_images is empty"):
+        checkpoint_eval.lfw_verification(config, variables, 5, str(tmp_path), "ckpt")
+    config.eval.lfw_images = str(lfw / "lfw")
+    config.eval.lfw_max_pairs_per_fold = 1
+    r = checkpoint_eval.lfw_verification(config, variables, 5, str(tmp_path), str(tmp_path / "7"))
+    assert r["model"]["kind"] == "checkpoint" and r["model"]["trained_identities"] == 5
+    assert r["rows"]["ciagan"]["pairs"] == 2 and r["max_pairs_per_fold"] == 1
+    assert (tmp_path / "lfw_verification.json").is_file() and (tmp_path / "lfw_verification.md").is_file()
