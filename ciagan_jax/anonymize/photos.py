@@ -47,6 +47,9 @@ class PhotoResult:
 
     faces: list[FaceOutcome]
     changed: np.ndarray
+    # Smallest face (detector box side, px) the detection could see; None
+    # when the faces were given rather than searched for.
+    min_face_px: float | None = None
 
     @property
     def generated(self) -> int:
@@ -158,7 +161,13 @@ class FaceReplacer:
 
 def detect_targets(analyzer, img: np.ndarray) -> list[FaceTarget]:
     """Every face `analyzer` (data.faces.FaceAnalyzer) finds, as replace targets."""
-    return [FaceTarget(box=f.box, landmarks=f.landmarks) for f in analyzer.detect(img)]
+    return search_targets(analyzer, img)[0]
+
+
+def search_targets(analyzer, img: np.ndarray) -> tuple[list[FaceTarget], float]:
+    """(`detect_targets`, the smallest face size in px the search could see)."""
+    found, min_face_px = analyzer.detect_with_coverage(img)
+    return [FaceTarget(box=f.box, landmarks=f.landmarks) for f in found], min_face_px
 
 
 def anonymize_photo_file(src: str, dst: str, replacer: FaceReplacer, analyzer,
@@ -180,7 +189,9 @@ def anonymize_photo_file(src: str, dst: str, replacer: FaceReplacer, analyzer,
     from ciagan_jax.data import image_io  # pylint: disable=g-import-not-at-top
 
     img = image_io.load_rgb(src)
-    out, result = replacer.replace(img, detect_targets(analyzer, img), assigner)
+    targets, min_face_px = search_targets(analyzer, img)
+    out, result = replacer.replace(img, targets, assigner)
+    result.min_face_px = min_face_px
     with outputs.atomic_output(dst, overwrite=overwrite, expected=expected_dst) as tmp:
         metadata.save_photo(out, src, tmp, keep_metadata=keep_metadata, jpeg_quality=jpeg_quality)
     return result

@@ -15,7 +15,12 @@ class FileReport:
     """What happened to one input file (counts are faces; for video, face-frames).
 
     `status` is "anonymized", "skipped-existing" or "error" (derived from
-    `error` when left empty).
+    `error` when left empty). Video only: `bridged` counts the face-frames
+    (among `faces_found`) that were covered by bridging - landmark
+    following over frames the detector missed them on, backwards from a
+    late detection, or interpolation inside a short gap - rather than by a
+    detection or tracking between detections; `scene_cuts` and
+    `detector_frames` (frames the detector ran on) describe the analysis.
     """
 
     input: str
@@ -30,6 +35,12 @@ class FileReport:
     seconds: float = 0.0
     fallback_reasons: dict[str, int] = dataclasses.field(default_factory=dict)
     status: str = ""
+    bridged: int | None = None
+    scene_cuts: int | None = None
+    detector_frames: int | None = None
+    # Smallest face (detector box side, px) the detection could see in this
+    # file: faces at least this large were searched for everywhere.
+    min_face_px: float | None = None
 
     def final_status(self) -> str:
         if self.error is not None:

@@ -8,13 +8,18 @@ downloaded at run time). Each process loads them lazily, once, through a
 from __future__ import annotations
 
 import dataclasses
+import os
+from concurrent import futures
 
 import numpy as np
 
+from ciagan_jax.data import face_search
+
 # Detection cost grows with pixel count; landmarks do not need a big image to
 # be found, only to be precise. Photos larger than this are detected on a
-# downscaled copy and landmarks are fitted on the full-resolution photo.
-DETECT_MAX_SIDE = 1024
+# downscaled copy (plus, in `detect`, the tiles the minimum face size needs)
+# and landmarks are fitted on the full-resolution photo.
+DETECT_MAX_SIDE = face_search.COARSE_MAX_SIDE
 # Smallest face dlib's HOG detector finds without upsampling (its window).
 _HOG_MIN_FACE_PX = 80
 
@@ -44,15 +49,25 @@ class FaceAnalyzer:
 
     detector: "hog" (release default, frontal HOG) or "cnn" (dlib MMOD).
     upsample: how many times the detector doubles the image (release: 1).
+    min_face: `detect` finds faces down to this size (detector box side,
+      photo px) at any photo size; None: max(40 px, 2% of the long side)
+      (`face_search.default_min_face`).
+    threads: fine-pass tiles scanned at once (None: the CPU count, up to 4).
     """
 
-    def __init__(self, detector: str = "hog", upsample: int = 1):
+    def __init__(self, detector: str = "hog", upsample: int = 1, min_face: float | None = None,
+                 threads: int | None = None):
         if detector not in ("hog", "cnn"):
             raise ValueError(f"detector must be 'hog' or 'cnn', got {detector!r}")
         self.detector_kind = detector
         self.upsample = int(upsample)
+        self.min_face = face_search.check_min_face(min_face)
+        self.threads = max(1, int(threads if threads is not None else min(4, os.cpu_count() or 1)))
         self._detector = None
         self._predictor = None
+        # dlib's detector keeps the scanned image in the object: each tile
+        # thread borrows its own (list.pop/append are atomic).
+        self._spares: list = []
 
     def _load(self) -> None:
         if self._predictor is not None:
@@ -66,24 +81,81 @@ class FaceAnalyzer:
             self._detector = dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location())
         self._predictor = dlib.shape_predictor(frm.pose_predictor_model_location())
 
-    def _detect_rects(self, img: np.ndarray, upsample: int) -> list[tuple[tuple[float, float, float, float], float]]:
+    def _borrow_detector(self):
+        """A detector no other thread is using (clones of the first, kept for reuse)."""
+        try:
+            return self._spares.pop()
+        except IndexError:
+            import pickle  # pylint: disable=g-import-not-at-top
+
+            # Cloning takes a millisecond; building one from dlib's model, seconds.
+            return pickle.loads(pickle.dumps(self._detector))
+
+    def _detect_rects(self, img: np.ndarray, upsample: int, detector=None
+                      ) -> list[tuple[tuple[float, float, float, float], float]]:
         """Detector rectangles in `img`'s own pixels with scores, detector order."""
         self._load()
+        detector = self._detector if detector is None else detector
         if self.detector_kind == "hog":
-            rects, scores, _ = self._detector.run(img, upsample, 0.0)
+            rects, scores, _ = detector.run(img, upsample, 0.0)
             return [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
-        dets = self._detector(img, upsample)
+        dets = detector(img, upsample)
         return [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
                 for d in dets]
 
     def detect(self, img: np.ndarray, *, upsample: int | None = None) -> list[Face]:
-        """All faces in an (H, W, 3) uint8 RGB photo, in the detector's order."""
+        """All faces of at least the minimum face size in an (H, W, 3) uint8 RGB photo.
+
+        The coarse pass's faces come first, in the detector's order (for
+        photos it alone covers, exactly the release's detection), then the
+        fine pass's new faces by score (`face_search`).
+        """
+        return self.detect_with_coverage(img, upsample=upsample)[0]
+
+    def detect_with_coverage(self, img: np.ndarray, *, upsample: int | None = None
+                             ) -> tuple[list[Face], float]:
+        """(`detect`'s faces, the smallest face size in px the search could see)."""
         img = _check_image(img)
         upsample = self.upsample if upsample is None else int(upsample)
+        plan = face_search.plan_search(img.shape[0], img.shape[1], upsample, self.min_face)
         small, scale = _downscale_for_detection(img)
-        found = self._detect_rects(small, upsample)
-        return [self._fit(img, tuple(v / scale for v in box), score, i)
-                for i, (box, score) in enumerate(found)]
+        found = [(tuple(v / scale for v in box), score)
+                 for box, score in self._detect_rects(small, upsample)]
+        if plan.tiles:
+            found = face_search.merge_detections(found, self._scan_tiles(img, plan.tiles))
+        return ([self._fit(img, box, score, i) for i, (box, score) in enumerate(found)],
+                plan.min_face_px)
+
+    def _scan_tiles(self, img: np.ndarray, tiles) -> list[tuple[tuple[float, float, float, float], float]]:
+        """Fine-pass detections over all tiles, in photo pixels."""
+        import cv2  # pylint: disable=g-import-not-at-top
+
+        self._load()
+
+        def scan(tile: face_search.Tile):
+            x0, y0, x1, y1 = tile.region
+            crop = img[y0:y1, x0:x1]
+            size = (max(1, round((x1 - x0) * tile.scale)), max(1, round((y1 - y0) * tile.scale)))
+            interp = cv2.INTER_AREA if tile.scale < 1 else cv2.INTER_LINEAR
+            scanned = np.ascontiguousarray(crop if tile.scale == 1 else cv2.resize(crop, size, interpolation=interp))
+            if self.detector_kind == "cnn":
+                found = self._detect_rects(scanned, 0)
+            else:
+                detector = self._borrow_detector()
+                try:
+                    found = self._detect_rects(scanned, 0, detector)
+                finally:
+                    self._spares.append(detector)
+            return [((x0 + b[0] / tile.scale, y0 + b[1] / tile.scale,
+                      x0 + b[2] / tile.scale, y0 + b[3] / tile.scale), score) for b, score in found]
+
+        # The CNN detector neither pickles nor gains from threads (dlib runs it multi-threaded).
+        if self.threads == 1 or len(tiles) == 1 or self.detector_kind == "cnn":
+            per_tile = [scan(t) for t in tiles]
+        else:
+            with futures.ThreadPoolExecutor(min(self.threads, len(tiles))) as pool:
+                per_tile = list(pool.map(scan, tiles))
+        return [d for found in per_tile for d in found]
 
     def detect_first(self, img: np.ndarray) -> tuple[Face | None, int]:
         """The release's face: its first detection, and how many faces it found.
