@@ -1,7 +1,13 @@
-"""Video anonymization on a 30-frame cut of ../shared/data/video/short_hamilton_clip.mp4."""
+"""Video anonymization on 30-frame cuts of ../shared/data/video/short_hamilton_clip.mp4.
+
+Leaks are judged independently of the anonymizer's bookkeeping
+(benchmarks/video_leaks.py): dlib HOG on EVERY source frame, and each face
+it finds must have changed in the output.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 
 import cv2
@@ -9,7 +15,10 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from benchmarks import video_leaks
 from ciagan_jax.anonymize import identity, photos, report, tracking, video
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +31,81 @@ def clip30(shared_data, tmp_path_factory):
                     "-i", str(src), "-frames:v", "30", "-c:v", "libx264", "-c:a", "aac", str(out)],
                    check=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def cut_clip(shared_data, tmp_path_factory):
+    """Frames 71-100 of the Hamilton clip: a shot without HOG faces, then at frame 11 (not a
+    detection frame with --detect-every 3) a cut to a face; video starts 0.6 s after audio."""
+    src = shared_data / "video" / "short_hamilton_clip.mp4"
+    if not src.is_file():
+        pytest.skip(f"{src} not found")
+    d = tmp_path_factory.mktemp("cutclip")
+    quiet = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+    subprocess.run(quiet + ["-i", str(src), "-vf", "trim=start_frame=71:end_frame=101,setpts=PTS-STARTPTS",
+                            "-an", "-c:v", "libx264", "-crf", "18", str(d / "v.mp4")], check=True)
+    subprocess.run(quiet + ["-itsoffset", "0.6", "-i", str(d / "v.mp4"), "-i", str(src), "-map", "0:v",
+                            "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-t", "1.7", str(d / "cut.mp4")],
+                   check=True)
+    return d / "cut.mp4"
+
+
+@pytest.fixture(scope="module")
+def hog_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("hog_cache"))
+
+
+def _anonymize(src, dst, model, analyzer, **opts):
+    rep = report.FileReport(str(src), str(dst), "video")
+    assigner = identity.IdentityAssigner(identity.IdentityChooser("next", model.num_identities))
+    video.anonymize_video_file(str(src), str(dst), photos.FaceReplacer(model), analyzer, assigner,
+                               video.VideoOptions(show_progress=False, **opts), rep)
+    return rep
+
+
+def test_face_after_a_cut_on_an_in_between_frame_is_never_left_raw(cut_clip, smoke_model, analyzer,
+                                                                    hog_cache, tmp_path):
+    info = video.probe(str(cut_clip))
+    cuts = tracking.SceneCuts()
+    assert [t for t, f in enumerate(video.iter_frames(str(cut_clip), info, {})) if cuts.update(f)] == [11]
+    rep = _anonymize(cut_clip, tmp_path / "out.mp4", smoke_model, analyzer, detect_every=3)
+    leaks = video_leaks.audit(str(cut_clip), str(tmp_path / "out.mp4"), analyzer, hog_cache)
+    assert leaks.face_frames >= 15 and leaks.raw == []
+    assert rep.scene_cuts == 1 and rep.frames == leaks.frames_out == 30
+    assert rep.generated + rep.fell_back == rep.faces_found >= leaks.face_frames
+    # Stream start times kept: the video still starts 0.6 s after the audio (within a frame).
+    assert leaks.av_offset_src == pytest.approx(0.6, abs=0.01)
+    assert abs(leaks.av_offset_out - leaks.av_offset_src) < 1 / float(info.fps)
+
+
+class _BlindAt:
+    """The real analyzer, except that `detect` finds nothing on the given frames."""
+
+    def __init__(self, analyzer, clip, blind_frames):
+        self.analyzer = analyzer
+        info = video.probe(str(clip))
+        self.index = {hashlib.sha1(f.tobytes()).hexdigest(): t
+                      for t, f in enumerate(video.iter_frames(str(clip), info, {}))}
+        self.blind = set(blind_frames)
+
+    def detect(self, img):
+        if self.index.get(hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest()) in self.blind:
+            return []
+        return self.analyzer.detect(img)
+
+    def landmarks(self, img, box):
+        return self.analyzer.landmarks(img, box)
+
+
+def test_faces_the_detector_missed_are_bridged_back_from_their_first_detection(
+        cut_clip, smoke_model, analyzer, hog_cache, tmp_path):
+    # The detector runs at 11 (cut), 12 and 15 and misses the face each time; it
+    # finds it at 18 only, so frames 11-17 must come from bridging backwards.
+    blind = _BlindAt(analyzer, cut_clip, range(11, 18))
+    rep = _anonymize(cut_clip, tmp_path / "out.mp4", smoke_model, blind, detect_every=3)
+    leaks = video_leaks.audit(str(cut_clip), str(tmp_path / "out.mp4"), analyzer, hog_cache)
+    assert leaks.raw == []
+    assert rep.bridged >= 7 and rep.tracks == 1
 
 
 def _decode_all(path):
@@ -37,7 +121,7 @@ def _decode_all(path):
     return np.stack(frames), fps
 
 
-def test_video_keeps_frame_count_size_fps_and_audio_and_faces_change(clip30, smoke_model, analyzer,
+def test_video_keeps_frame_count_size_fps_audio_and_start_offset_and_faces_change(clip30, smoke_model, analyzer,
                                                                       tmp_path):
     dst = tmp_path / "out.mp4"
     rep = report.FileReport(str(clip30), str(dst), "video")
@@ -56,6 +140,10 @@ def test_video_keeps_frame_count_size_fps_and_audio_and_faces_change(clip30, smo
     face = photos.detect_targets(analyzer, np.ascontiguousarray(a[0]))[0]
     x0, y0, x1, y1 = (int(v) for v in face.box)
     assert np.abs(a[0, y0:y1, x0:x1].astype(int) - b[0, y0:y1, x0:x1]).mean() > 8.0
+    # This cut keeps the source's late video start (0.83 s after the audio), and so must the output.
+    assert src_info.video_start - src_info.audio_start > 0.5
+    assert abs((out_info.video_start - out_info.audio_start)
+               - (src_info.video_start - src_info.audio_start)) < 1 / float(src_info.fps)
 
 
 def test_tracks_bridge_short_gaps_and_smoothing_reduces_jitter():
