@@ -1,7 +1,10 @@
 """Entry point: python -m ciagan_jax.main --config configs/<x>.py --workdir DIR [--mode ...].
 
 Modes: train (default), pretrain_identity (Proxy-NCA guide), pretrain_evaluator
-(the separate Proxy-NCA evaluation network), evaluate, export.
+(the separate Proxy-NCA evaluation network), pretrain_landmark_attack (a
+Proxy-NCA identifier on landmark images only, WORKDIR/landmark_identifier;
+also `--mode=pretrain_identity --config.pretrain.input=landmarks`), evaluate,
+export.
 Every `--config.a.b=value` overrides a config field. Kept thin: flags,
 process set-up, then one library call.
 """
@@ -23,9 +26,11 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (configs
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and samples.")
 flags.DEFINE_enum("mode", "train", ["train", "pretrain_identity", "pretrain_evaluator",
-                                    "evaluate", "export"],
+                                    "pretrain_landmark_attack", "evaluate", "export"],
                   "What to run. pretrain_evaluator: the separate Proxy-NCA network behind "
-                  "the evaluation's PNCA Recall@1 column (own seed and checkpoint).")
+                  "the evaluation's PNCA Recall@1 column (own seed and checkpoint). "
+                  "pretrain_landmark_attack: the identifier on landmark images that "
+                  "--config.eval.landmark_attack uses (WORKDIR/landmark_identifier).")
 flags.DEFINE_string("export_dir", None, "Output directory of --mode=export "
                     "(default: WORKDIR/export).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -66,23 +71,34 @@ def main(argv):
     # An unset num_identities becomes the records' training identities here,
     # so config.json and every mode see the resolved one-hot size.
     identity_slots.resolve_num_identities(config)
-    logging.info("Mode %s, workdir %s, config:\n%s", FLAGS.mode, workdir, config)
-    if jax.process_index() == 0 and FLAGS.mode in ("train", "pretrain_identity"):
+    mode = FLAGS.mode
+    landmark_input = config.pretrain.get("input", "face") == "landmarks"
+    if landmark_input and mode == "pretrain_identity":
+        mode = "pretrain_landmark_attack"  # Same run; its config goes beside its checkpoints.
+    elif landmark_input and mode in ("train", "pretrain_evaluator"):
+        raise app.UsageError("--config.pretrain.input=landmarks is for the landmark attack's "
+                             "identifier (--mode=pretrain_landmark_attack); the GAN's identity "
+                             "guide and the PNCA evaluator see faces")
+    logging.info("Mode %s, workdir %s, config:\n%s", mode, workdir, config)
+    if jax.process_index() == 0 and mode in ("train", "pretrain_identity"):
         _write_config(config, workdir)
 
-    if FLAGS.mode == "train":
+    if mode == "train":
         from ciagan_jax.training import train  # pylint: disable=g-import-not-at-top
         train.train_and_evaluate(config, workdir)
-    elif FLAGS.mode == "pretrain_identity":
+    elif mode == "pretrain_identity":
         from ciagan_jax.training import pretrain  # pylint: disable=g-import-not-at-top
         pretrain.pretrain_identity(config, workdir)
-    elif FLAGS.mode == "pretrain_evaluator":
+    elif mode == "pretrain_evaluator":
         from ciagan_jax.training import pretrain  # pylint: disable=g-import-not-at-top
         pretrain.pretrain_evaluator(config, workdir)
-    elif FLAGS.mode == "evaluate":
+    elif mode == "pretrain_landmark_attack":
+        from ciagan_jax.training import pretrain  # pylint: disable=g-import-not-at-top
+        pretrain.pretrain_landmark_attack(config, workdir)
+    elif mode == "evaluate":
         from ciagan_jax.evaluation import checkpoint_eval  # pylint: disable=g-import-not-at-top
         checkpoint_eval.evaluate_checkpoint(config, workdir)
-    elif FLAGS.mode == "export":
+    elif mode == "export":
         from ciagan_jax import export  # pylint: disable=g-import-not-at-top
         export.export_from_workdir(config, workdir,
                                    FLAGS.export_dir or os.path.join(workdir, "export"))

@@ -91,6 +91,7 @@ def get_config() -> config_dict.ConfigDict:
     p.proxy_learning_rate = 1e-2  # Proxies learn faster than the network (Movshovitz-Attias et al.).
     p.checkpoint_every_steps = 1000  # Checkpoint cadence of the pretraining.
     p.dir = config_dict.placeholder(str)  # Pretrained identity checkpoint; default workdir/identity_pretrain.
+    p.input = "face"  # 'face': real photos (the guide, the PNCA evaluator); 'landmarks': landmark images only, the landmark attack's identifier (default dir workdir/landmark_identifier).
 
     e = c.eval = config_dict.ConfigDict()
     e.batch_size = 16  # Records per evaluation batch (--mode=evaluate).
@@ -105,6 +106,13 @@ def get_config() -> config_dict.ConfigDict:
     e.lfw_pairs = ""  # LFW pairs.txt: --mode=evaluate also writes eval/lfw_verification.{json,md} (Table 3, TAR at FAR 0.001); '': off.
     e.lfw_images = ""  # LFW images for lfw_pairs, <name>/<name>_<NNNN>.jpg (e.g. ../shared/data/lfw_pairs/lfw).
     e.lfw_max_pairs_per_fold = 0  # First N same- and N different-person pairs of each fold (0: all).
+    # Claims beyond Table 2 (evaluation/claims.py), added to eval/report.{json,md}; off by default (minutes each).
+    e.landmark_attack = False  # Recall@1 of the landmark identifier on original vs re-extracted CIAGAN landmarks (Sec. 4.4); needs --mode=pretrain_landmark_attack first.
+    e.landmark_identifier_dir = config_dict.placeholder(str)  # Its checkpoints; default workdir/landmark_identifier.
+    e.face_swap = False  # Is a generated face recognised as its control identity's training photos? (dlib and PNCA vs chance).
+    e.diversity = False  # Nine controls per source: eval/diversity.png and mean pairwise dlib distance vs different real people.
+    e.diversity_sources = 8  # Test sources (rows of diversity.png), one per identity.
+    e.face_swap_photos_per_identity = 0  # Training photos per control identity in the face-swap gallery (0: all).
 
     m = c.mesh = config_dict.ConfigDict()
     m.shard_params = False  # Shard large parameters over the 'data' axis (FSDP-style) instead of replicating.

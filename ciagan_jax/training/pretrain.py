@@ -6,6 +6,13 @@ and saves orbax checkpoints to `pretrain_dir(config, workdir)`; it resumes
 from that directory like the GAN loop. GAN training starts from the result
 when `config.pretrain.enabled`; the PNCA evaluation embedder loads it with
 `load_identity_embedder`.
+
+With `config.pretrain.input = 'landmarks'` the same network and loss learn
+identities from the landmark images alone (the paper's landmark attack,
+Sec. 4.4): `pretrain_landmark_attack` trains it on the training split into
+`landmark_identifier_dir(config, workdir)` and writes its config beside the
+checkpoints, so the guide's checkpoints and the workdir's config.json are
+never touched.
 """
 
 from __future__ import annotations
@@ -34,9 +41,59 @@ PyTree = Any
 EMBED_CHUNK = 32  # Images per embedder call (fixed, so one compiled program serves any N).
 
 
+INPUTS = ("face", "landmarks")
+LANDMARK_IDENTIFIER = "landmark_identifier"  # Default folder of the landmark attack's network.
+
+
+def pretrain_input(config: ml_collections.ConfigDict) -> str:
+    """What the network sees: 'face' (real photos) or 'landmarks' (landmark images only).
+
+    Configs saved before the field existed are 'face'.
+    """
+    value = config.pretrain.get("input", "face") or "face"
+    if value not in INPUTS:
+        raise ValueError(f"pretrain.input must be one of {INPUTS}, got {value!r}")
+    return value
+
+
 def pretrain_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """config.pretrain.dir, or workdir/identity_pretrain (absolute)."""
-    return os.path.abspath(config.pretrain.dir or os.path.join(workdir, "identity_pretrain"))
+    """config.pretrain.dir, else workdir/identity_pretrain (absolute).
+
+    A landmark-input run defaults to workdir/landmark_identifier instead, so
+    it can never overwrite the identity guide.
+    """
+    default = "identity_pretrain" if pretrain_input(config) == "face" else LANDMARK_IDENTIFIER
+    return os.path.abspath(config.pretrain.dir or os.path.join(workdir, default))
+
+
+def landmark_identifier_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """config.eval.landmark_identifier_dir, or workdir/landmark_identifier (absolute)."""
+    return os.path.abspath(config.eval.get("landmark_identifier_dir")
+                           or os.path.join(workdir, LANDMARK_IDENTIFIER))
+
+
+def landmark_attack_config(config: ml_collections.ConfigDict, workdir: str
+                           ) -> ml_collections.ConfigDict:
+    """The landmark identifier's config: the identity network's architecture and
+    Proxy-NCA settings, fed landmark images, checkpointed in its own folder."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.pretrain.input = "landmarks"
+    c.pretrain.dir = (config.pretrain.dir if pretrain_input(config) == "landmarks"
+                      and config.pretrain.dir else landmark_identifier_dir(config, workdir))
+    return c
+
+
+def pretrain_landmark_attack(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains (or resumes) the landmark identifier on the training split's landmark images.
+
+    Its config.json goes beside its checkpoints (`recall.load_pnca_embedder`
+    and the evaluation read it from there).
+    """
+    c = landmark_attack_config(config, workdir)
+    os.makedirs(c.pretrain.dir, exist_ok=True)
+    with open(os.path.join(c.pretrain.dir, "config.json"), "w", encoding="utf-8") as f:
+        f.write(c.to_json_best_effort(indent=2))
+    return pretrain_identity(c, workdir)
 
 
 def evaluator_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -84,7 +141,8 @@ def _pretrain_step(st: dict, images: jax.Array, masks: jax.Array, labels: jax.Ar
                    config: ml_collections.ConfigDict) -> tuple[dict, dict]:
     net = factory.build_identity_network(config)
     tx = _optimizer(config)
-    if config.model.identity.masked:
+    # A landmark image has no background to hide: masking is for photos only.
+    if config.model.identity.masked and pretrain_input(config) == "face":
         images = images * masks
 
     def loss_fn(params):
@@ -105,10 +163,12 @@ def pretrain_identity(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs `config.pretrain.num_steps` Proxy-NCA steps; returns the final state.
 
     Each step embeds `config.pretrain.batch_size` real training photos (both
-    halves of batch_size/2 pipeline pairs) and pulls them toward their
-    identity's proxy.
+    halves of batch_size/2 pipeline pairs), or their landmark images when
+    `pretrain.input` is 'landmarks', and pulls them toward their identity's
+    proxy.
     """
     p = config.pretrain
+    source = "image" if pretrain_input(config) == "face" else "landmarks"
     if p.batch_size % 2:
         raise ValueError(f"pretrain.batch_size must be even (pairs), got {p.batch_size}")
     out_dir = pretrain_dir(config, workdir)
@@ -144,7 +204,7 @@ def pretrain_identity(config: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
         for step in range(start + 1, p.num_steps + 1):
             b = next(it)
-            local = {"images": np.concatenate([b["image"], b["partner_image"]]),
+            local = {"images": np.concatenate([b[source], b["partner_" + source]]),
                      "masks": np.concatenate([b["mask"], b["partner_mask"]]),
                      "labels": np.concatenate([b["identity"], b["partner_identity"]])}
             if local["labels"].max(initial=0) >= config.num_identities:
