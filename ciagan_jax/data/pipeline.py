@@ -402,3 +402,107 @@ def make_eval_iterator(data_dir: str, *, split: str, batch_size: int, image_size
                 yield out
 
     return batches()
+
+
+def read_eval_records(data_dir: str, *, split: str, image_size: int,
+                      rows: np.ndarray | None = None, progress: bool = False
+                      ) -> dict[str, np.ndarray]:
+    """Centre crops of some records of `split`, exactly as `make_eval_iterator` yields them.
+
+    Reads only the index rows asked for (default: all), by offset: the
+    face-swap gallery needs a few identities' photos out of thousands of
+    training records. Returns image, landmarks (n, S, S, 3), mask (n, S, S, 1)
+    float32; identity (n,) int32; row (n,) int64, in file order.
+    """
+    from concurrent.futures import ThreadPoolExecutor  # pylint: disable=g-import-not-at-top
+
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+    reader = _RecordReader(os.fspath(data_dir), split)
+    index = reader.index
+    all_rows = np.arange(len(index["shard"]))
+    rows = all_rows if rows is None else np.asarray(rows, np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= len(all_rows)):
+        raise ValueError(f"{data_dir}: split {split!r} has {len(all_rows)} records; rows "
+                         f"{int(rows.min())}..{int(rows.max())} asked for")
+    # File order (shard, then offset), as make_eval_iterator reads them.
+    rows = rows[np.lexsort((index["offset"][rows], index["shard"][rows]))]
+    box = crop_boxes(None, image_size)[0]
+
+    def one(data: bytes) -> np.ndarray:
+        return crop_resize_np(square_np(_decode_record_np(data), image_size), box, image_size)
+
+    try:
+        # Reads stay in this thread (shared file handles); decoding and resizing go to the pool.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            datas = [reader.read(int(r)) for r in rows]
+            stacks = list(tqdm(pool.map(one, datas), total=len(datas), desc=f"read {split}",
+                               unit="rec", disable=not progress))
+    finally:
+        reader.close()
+    s = int(image_size)
+    out = _to_outputs(np.stack(stacks)) if stacks else _to_outputs(np.zeros((0, s, s, 5), np.uint8))
+    out["identity"] = index["identity"][rows].astype(np.int32)
+    out["row"] = rows
+    return out
+
+
+def render_landmark_input(lm_crop: np.ndarray, image_size: int) -> np.ndarray:
+    """(68, 2) landmarks in the record's 178x218 crop pixels -> the generator's landmark input.
+
+    Draws with the preprocessing code (`geometry.draw_landmark_image`) and
+    takes the evaluation's square / centre crop / resize path, so landmarks
+    re-extracted from any face give the same kind of image as the records'.
+    Returns (S, S, 3) float32 in [0, 1] (R = G = lines, B = 1).
+    """
+    from ciagan_jax.data import geometry  # pylint: disable=g-import-not-at-top
+
+    stack = np.zeros((geometry.CROP_H, geometry.CROP_W, 5), np.uint8)
+    stack[..., 3] = geometry.draw_landmark_image(lm_crop)
+    stack[..., 4] = 255  # White mask image: nothing to generate.
+    box = crop_boxes(None, image_size)[0]
+    return _to_outputs(crop_resize_np(square_np(stack, image_size), box, image_size))["landmarks"]
+
+
+def uncrop_to_record_frame(image: np.ndarray, image_size: int) -> np.ndarray:
+    """An (S, S, C) uint8 evaluation crop mapped back into the record's 178x218 crop frame.
+
+    The inverse of the evaluation path: the S x S centre box is resized to
+    its size in the P x P square, the rest of the square is filled by edge
+    replication (the border of the centre crop was cut away), and the square
+    is resized to 178 x 218. Faces then have the size the preprocessing
+    detected and fitted them at, and points found here are crop pixels.
+    """
+    import cv2  # pylint: disable=g-import-not-at-top
+
+    from ciagan_jax.data import geometry  # pylint: disable=g-import-not-at-top
+
+    img = np.asarray(image)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[:2] != (image_size, image_size):
+        raise ValueError(f"expected an ({image_size}, {image_size}, C) uint8 crop, got "
+                         f"{img.dtype} {img.shape}")
+    p = work_size(image_size)
+    x0, y0, x1, y1 = (int(v) for v in crop_boxes(None, image_size)[0])
+    inner = _pil_resize_any(img, (x1 - x0, y1 - y0))
+    square = cv2.copyMakeBorder(inner, y0, p - y1, x0, p - x1, cv2.BORDER_REPLICATE)
+    if square.ndim == 2:
+        square = square[..., None]
+    return _pil_resize_any(square, (geometry.CROP_W, geometry.CROP_H))
+
+
+def _pil_resize_any(arr: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """(h, w, C) uint8 -> (H, W, C) uint8, LANCZOS, RGB together and other channels alone."""
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    parts = []
+    c = 0
+    while c < arr.shape[-1]:
+        take = 3 if arr.shape[-1] - c >= 3 else 1
+        chunk = np.ascontiguousarray(arr[..., c:c + take] if take == 3 else arr[..., c])
+        res = np.asarray(Image.fromarray(chunk).resize(size_wh, Image.LANCZOS))
+        parts.append(res if res.ndim == 3 else res[..., None])
+        c += take
+    return np.concatenate(parts, axis=-1)
