@@ -80,6 +80,8 @@ def write_report(path: str, files: list[FileReport], settings: dict,
             "faces_found": sum(f.faces_found for f in files),
             "generated": sum(f.generated for f in files),
             "fell_back": sum(f.fell_back for f in files),
+            # Video face-frames covered by bridging (a subset of generated + fell back).
+            "bridged": sum(f.bridged or 0 for f in files),
         },
         "skipped": [{"input": f.input, "error": f.error} for f in files if f.error is not None],
         "settings": settings,

@@ -161,3 +161,16 @@ def test_tracks_bridge_short_gaps_and_smoothing_reduces_jitter():
     assert err_smooth < 0.6 * err_raw
     # A gap longer than max_gap is not bridged.
     assert 11 not in tr.trajectory(smooth_window=7, max_gap=2)
+
+
+def test_report_json_counts_bridged_face_frames_per_video(tmp_path):
+    import json  # pylint: disable=g-import-not-at-top
+
+    files = [report.FileReport("a.mp4", "b.mp4", "video", faces_found=5, generated=4, fell_back=1,
+                               bridged=2, scene_cuts=1, detector_frames=3),
+             report.FileReport("a.jpg", "b.jpg", "photo", faces_found=1, generated=1)]
+    report.write_report(str(tmp_path / "r.json"), files, {})
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["totals"]["bridged"] == 2
+    assert (rep["files"][0]["bridged"], rep["files"][0]["scene_cuts"]) == (2, 1)
+    assert rep["files"][1]["bridged"] is None
