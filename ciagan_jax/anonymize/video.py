@@ -343,11 +343,11 @@ def anonymize_video_file(src: str, dst: str, replacer: photos.FaceReplacer, anal
                          timings: dict[str, float] | None = None) -> dict[str, float]:
     """Anonymizes the video `src` into `dst`; fills `report` (report.FileReport) counts.
 
-    Returns the accumulated seconds per stage: pass 1 (decode, cuts,
-    detect, identity, landmarks, bridge, smooth) runs on its own thread
+    Returns the accumulated seconds per stage: pass 1 (decode_analysis,
+    cuts, detect, identity, landmarks, bridge, smooth) runs on its own thread
     while pass 2 (decode, wait for pass 1, prepare, generate, paste, encode)
     and the final mux run on the caller's, so the stages add up to more than
-    the wall time.
+    the wall time; pass 2's stages add up to about the wall time.
     """
     import os  # pylint: disable=g-import-not-at-top
     import shutil  # pylint: disable=g-import-not-at-top
@@ -377,6 +377,7 @@ def anonymize_video_file(src: str, dst: str, replacer: photos.FaceReplacer, anal
         feed.stop()
         shutil.rmtree(work, ignore_errors=True)
     for key, v in feed.timings.items():
+        key = "decode_analysis" if key == "decode" else key  # pass 1 decodes on its own
         timings[key] = timings.get(key, 0.0) + v
     stats = feed.state.stats()
     if report is not None:
