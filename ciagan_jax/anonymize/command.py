@@ -112,10 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth-window", type=int, default=7,
                    help="video: landmark smoothing spline window in frames (<= 2 disables)")
     p.add_argument("--max-gap", type=int, default=8,
-                   help="video: bridge detection gaps of up to this many frames inside a track")
+                   help="video: bridge detection gaps of up to this many frames inside a track, forwards and backwards")
     p.add_argument("--detect-every", type=int, default=3,
-                   help="video: run the detector every k frames, track landmarks in between")
-    p.add_argument("--report", help="write a JSON report (per file: faces found, generated, fell back)")
+                   help="video: run the detector every k frames (and on the first frame after a scene cut and "
+                        "wherever the tracker loses a face), track landmarks in between")
+    p.add_argument("--report", help="write a JSON report (per file: faces found, generated, fell back, min_face_px; "
+                        "per video also bridged, scene_cuts, detector_frames)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
