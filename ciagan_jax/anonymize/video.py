@@ -386,10 +386,11 @@ def anonymize_video_file(src: str, dst: str, replacer: photos.FaceReplacer, anal
             counts["found"], counts["generated"], counts["fell_back"])
         report.frames, report.tracks = counts["written"], len(feed.state.tracker.tracks)
         report.bridged = counts["bridged"]
-        # Every frame has the source's size, so the search covered the same size in each.
-        min_face = getattr(analyzer, "min_face", None)
-        report.min_face_px = face_search.plan_search(info.height, info.width, analyzer.upsample,
-                                                     min_face).min_face_px
+        # Every frame has the source's size, so the search covered the same size in each
+        # (known for a data.faces.FaceAnalyzer; any object with detect/landmarks also serves).
+        if hasattr(analyzer, "upsample"):
+            report.min_face_px = face_search.plan_search(
+                info.height, info.width, analyzer.upsample, getattr(analyzer, "min_face", None)).min_face_px
         report.scene_cuts, report.detector_frames = stats["scene_cuts"], stats["detector_frames"]
         for why, n in counts["reasons"].items():
             report.fallback_reasons[why] = report.fallback_reasons.get(why, 0) + n
