@@ -7,6 +7,7 @@ identity. The "original" row is leave-one-out on the originals
 (`leave_one_out_recall`). Distances and the arg-min run in JAX per
 (query chunk x gallery chunk) block, so an N x N matrix never exists; ties
 go to the lowest gallery index, so chunking never changes the answer.
+`recall_chance` is the expected Recall@1 of a uniformly random gallery pick.
 
 Embedders map a uint8 NHWC batch to (n, d) float32 rows, NaN rows where no
 face was found:
@@ -155,6 +156,31 @@ def leave_one_out_recall(emb: np.ndarray, ids: np.ndarray, **kw) -> RecallResult
     return recall_at_1(emb, ids, emb, ids, exclude=np.arange(len(emb)), **kw)
 
 
+def recall_chance(query_ids: np.ndarray, gallery_ids: np.ndarray,
+                  exclude: np.ndarray | None = None) -> float:
+    """Expected Recall@1 of a uniformly random allowed gallery pick (fraction).
+
+    Per query: the share of its allowed gallery items (all but `exclude[i]`)
+    with its label; averaged over queries.
+    """
+    q = np.asarray(query_ids)
+    g = np.asarray(gallery_ids)
+    if q.size == 0 or g.size == 0:
+        return float("nan")
+    labels, counts = np.unique(g, return_counts=True)
+    count_of = dict(zip(labels.tolist(), counts.tolist()))
+    same = np.array([count_of.get(v, 0) for v in q.tolist()], np.float64)
+    allowed = np.full(len(q), float(len(g)))
+    if exclude is not None:
+        ex = np.asarray(exclude)
+        has = ex >= 0
+        same[has] -= (g[np.maximum(ex, 0)] == q)[has]
+        allowed[has] -= 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(allowed > 0, same / np.maximum(allowed, 1), 0.0)
+    return float(share.mean())
+
+
 # --------------------------------------------------------------------------
 # Embedders
 # --------------------------------------------------------------------------
@@ -214,6 +240,23 @@ class DlibEmbedder:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.embed(images)[0]
+
+
+def embed_with_progress(dlib: DlibEmbedder, images: np.ndarray,
+                        fallback_boxes: Sequence[Box | None] | None = None, *,
+                        progress: bool = False, desc: str = "dlib", chunk: int = 32
+                        ) -> tuple[np.ndarray, np.ndarray, list[Box | None]]:
+    """`dlib.embed` over a long array in chunks, with a progress bar; same returns."""
+    embs, found, used = [], [], []
+    with tqdm(total=len(images), desc=desc, unit="face", disable=not progress) as bar:
+        for i in range(0, len(images), chunk):
+            fb = None if fallback_boxes is None else list(fallback_boxes[i:i + chunk])
+            e, f, u = dlib.embed(images[i:i + chunk], fb)
+            embs.append(e), found.append(f), used.extend(u)
+            bar.update(len(e))
+    if not embs:
+        return np.zeros((0, dlib.dim), np.float32), np.zeros(0, bool), []
+    return np.concatenate(embs), np.concatenate(found), used
 
 
 def load_pnca_embedder(ckpt_dir: str | pathlib.Path) -> Embedder:
