@@ -16,6 +16,14 @@ With `--config.eval.lfw_pairs=pairs.txt --config.eval.lfw_images=DIR` it
 also runs the LFW verification (Table 3, `lfw_verification.py`) through the
 full-photo anonymizer with the checkpoint's generator, into
 `WD/eval/lfw_verification.json` and `.md` (TensorBoard: `eval/lfw_tar/*`).
+
+With `--config.eval.landmark_attack=True`, `--config.eval.face_swap=True`
+and/or `--config.eval.diversity=True` it then adds the paper's claims
+beyond Table 2 (`claims.py`) to `WD/eval/report.{json,md}`, and
+`WD/eval/diversity.png`, on the same test records: the landmark attack
+(needs `--mode=pretrain_landmark_attack` first, WD/landmark_identifier),
+the face-swap check (dlib, and the PNCA network chosen as for Table 2) and
+the diversity of nine controls per source (TensorBoard: `eval/claims/*`).
 """
 
 from __future__ import annotations
@@ -118,6 +126,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
 
     if not config.data.dir:
         raise ValueError("--config.data.dir must name a preprocessed data directory")
+    parts = claim_parts(config)
+    if "landmark_attack" in parts:  # Fail before the long Table 2, not after it.
+        _landmark_identifier(config, workdir)
     num_trained = identity_slots.resolve_num_identities(config)
     variables, step = load_generator_variables(config, workdir, return_step=True)
     controls_used: set[int] = set()
@@ -152,17 +163,62 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     lfw = lfw_verification(config, variables, num_trained, out_dir,
                            os.path.join(workdir, "checkpoints", str(int(step))))
     if lfw is not None:
-        result["lfw_verification"] = {
-            "rows": {k: {m: v[m] for m in ("tar_mean", "tar_std", "folds", "pairs", "no_face")}
-                     for k, v in lfw["rows"].items()},
-            "far": lfw["far"], "json": os.path.join(out_dir, "lfw_verification.json")}
+        from ciagan_jax.evaluation import claims  # pylint: disable=g-import-not-at-top
+
+        result["lfw_verification"] = claims.lfw_section(
+            lfw, os.path.join(out_dir, "lfw_verification.json"))
         report.write_report(out_dir, result)
+    if parts:
+        result.update(claims_sections(config, workdir, variables, num_trained, out_dir,
+                                      os.path.join(workdir, "checkpoints", str(int(step))), parts))
     _log_to_tensorboard(metric_writers.create_default_writer(
         out_dir, just_logging=jax.process_index() > 0), result, int(step), out_dir)
     logging.info("evaluation of step %d written to %s:\n%s", step, out_dir,
                  report.render_markdown(result))
     print(report.render_markdown(result))
     return result
+
+
+def claim_parts(config: ml_collections.ConfigDict) -> list[str]:
+    """The claims sections switched on by config.eval.landmark_attack / face_swap / diversity."""
+    from ciagan_jax.evaluation import claims  # pylint: disable=g-import-not-at-top
+
+    return [p for p in claims.PARTS if config.eval.get(p, False)]
+
+
+def _landmark_identifier(config: ml_collections.ConfigDict, workdir: str) -> str:
+    from ciagan_jax.training import pretrain  # pylint: disable=g-import-not-at-top
+
+    path = pretrain.landmark_identifier_dir(config, workdir)
+    if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(
+            f"{path}: no landmark identifier for --config.eval.landmark_attack; train it with "
+            f"python -m ciagan_jax.main --config ... --workdir {workdir} "
+            "--mode=pretrain_landmark_attack (or set --config.eval.landmark_identifier_dir)")
+    return path
+
+
+def claims_sections(config: ml_collections.ConfigDict, workdir: str,
+                    variables: Mapping[str, Any], num_trained: int, out_dir: str, path: str,
+                    parts: list[str]) -> dict[str, Any]:
+    """The checkpoint's claims sections (`claims.evaluate_claims`), merged into out_dir/report.*."""
+    from ciagan_jax.evaluation import claims  # pylint: disable=g-import-not-at-top
+
+    pnca_fn, pnca_text, _ = pnca_embedder(config, workdir) if "face_swap" in parts else (None, "", False)
+    sections = claims.evaluate_claims(
+        checkpoint_model(config, variables, num_trained, path), config.data.dir, out_dir,
+        parts=parts, split=config.data.eval_split, train_split=config.data.train_split,
+        landmark_identifier=(_landmark_identifier(config, workdir)
+                             if "landmark_attack" in parts else None),
+        pnca=pnca_fn, pnca_note=pnca_text if pnca_fn is not None else "",
+        max_records=int(config.eval.max_records),
+        num_sources=int(config.eval.get("diversity_sources", 8)),
+        photos_per_identity=int(config.eval.get("face_swap_photos_per_identity", 0)),
+        representation=config.model.generator_input, progress=True,
+        metadata={"checkpoint": path})
+    logging.info("claims beyond Table 2 written to %s:\n%s", out_dir,
+                 claims.render_sections(sections))
+    return sections
 
 
 def checkpoint_model(config: ml_collections.ConfigDict, variables: Mapping[str, Any],
@@ -211,13 +267,25 @@ def _log_to_tensorboard(writer, result: Mapping[str, Any], step: int, out_dir: s
     for row, metrics in result.get("lfw_verification", {}).get("rows", {}).items():
         if metrics.get("tar_mean") is not None:
             scalars[f"eval/lfw_tar/{row}"] = float(metrics["tar_mean"])
+    from ciagan_jax.evaluation import claims  # pylint: disable=g-import-not-at-top
+
+    def flat(prefix, obj):
+        for key, value in obj.items():
+            if isinstance(value, dict):
+                flat(f"{prefix}/{key}", value)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                scalars[f"{prefix}/{key}"] = float(value)
+
+    flat("eval/claims", {k: v for k, v in claims.summary(result).items() if k != "lfw_tar"})
     if scalars:
         writer.write_scalars(step, scalars)
-    figure = os.path.join(out_dir, "comparison.png")
-    if os.path.exists(figure):
-        from PIL import Image  # pylint: disable=g-import-not-at-top
+    from PIL import Image  # pylint: disable=g-import-not-at-top
 
-        with Image.open(figure) as im:
-            writer.write_images(step, {"eval/comparison": np.asarray(im.convert("RGB"))[None]})
+    for name, file in (("eval/comparison", "comparison.png"), ("eval/diversity", claims.FIGURE)):
+        figure = os.path.join(out_dir, file)
+        # diversity.png may be left from an earlier run: only log it when this one made it.
+        if os.path.exists(figure) and (file != claims.FIGURE or "diversity" in result):
+            with Image.open(figure) as im:
+                writer.write_images(step, {name: np.asarray(im.convert("RGB"))[None]})
     writer.flush()
     writer.close()

@@ -250,7 +250,22 @@ def _fmt(v: Any, digits: int = 1) -> str:
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
-    """Table 2 layout: detection, Recall@1, FID; paper's numbers beside ours."""
+    """Table 2 layout: detection, Recall@1, FID; paper's numbers beside ours.
+
+    The claims beyond Table 2 (`claims.py`: landmark attack, face-swap
+    check, diversity) follow when the report holds them; a report with only
+    those sections (the bundle command's) renders them alone.
+    """
+    from ciagan_jax.evaluation import claims  # pylint: disable=g-import-not-at-top
+
+    extra = claims.render_sections(report)
+    if "rows" not in report:
+        return "# Evaluation: the paper's claims beyond Table 2\n\n" + extra
+    table = _render_table2(report)
+    return table + ("\n" + extra if extra else "")
+
+
+def _render_table2(report: Mapping[str, Any]) -> str:
     dets = report["detectors"]
     lines = [
         f"# Evaluation: {report['n_records']} faces, {report['n_identities']} identities",
@@ -260,6 +275,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += [f"CIAGAN: checkpoint step {report['checkpoint_step']} of "
                   f"`{report.get('workdir', '?')}`, records of `{report.get('data_dir', '?')}` "
                   f"(split `{report.get('split', '?')}`).", ""]
+    if report.get("table2_source"):
+        lines += [f"Table 2 as recorded in `{report['table2_source']}`.", ""]
     nets = report.get("identification_networks")
     if nets:
         lines += ["Identification networks:", f"- R@1 dlib: {nets.get('dlib', '?')}",
