@@ -56,6 +56,20 @@ def pretrain_input(config: ml_collections.ConfigDict) -> str:
     return value
 
 
+def network_input(images: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
+    """What the identity network is fed: photos as they are; landmark images inverted.
+
+    A landmark image is white with faint lines (a 1-px line becomes a grey
+    dip at 64 px). Through the spectrally normalised (Lipschitz-bounded)
+    network the white background dominates every embedding, which then
+    barely moves with the lines: the first 600-step run on /work/runs/data
+    stayed at chance (Proxy-NCA loss log 220 = 5.39 throughout, with lr 1e-4
+    and 1e-3). Inverted, the lines are the only signal. Training and
+    `load_identity_embedder` both go through here.
+    """
+    return images if pretrain_input(config) == "face" else 1.0 - images
+
+
 def pretrain_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
     """config.pretrain.dir, else workdir/identity_pretrain (absolute).
 
@@ -144,6 +158,7 @@ def _pretrain_step(st: dict, images: jax.Array, masks: jax.Array, labels: jax.Ar
     # A landmark image has no background to hide: masking is for photos only.
     if config.model.identity.masked and pretrain_input(config) == "face":
         images = images * masks
+    images = network_input(images, config)
 
     def loss_fn(params):
         emb, new_state = net.apply({"params": params["net"], **st["state"]}, images, train=True,
@@ -258,7 +273,9 @@ def load_identity_embedder(ckpt_dir: str, config: ml_collections.ConfigDict
 
     The returned function takes (N, H, W, 3) uint8 in [0, 255] or float in
     [0, 1] (resized to config.image_size when H, W differ) and returns
-    (N, embedding_dim) float32 embeddings (not normalised).
+    (N, embedding_dim) float32 embeddings (not normalised). A landmark
+    identifier (`pretrain.input='landmarks'`) takes landmark images as the
+    pipeline gives them and inverts them itself (`network_input`).
     """
     variables = load_identity_variables(ckpt_dir, config)
     net = factory.build_identity_network(config)
@@ -268,7 +285,7 @@ def load_identity_embedder(ckpt_dir: str, config: ml_collections.ConfigDict
     def embed(x):
         if x.shape[1:3] != (size, size):
             x = jax.image.resize(x, (x.shape[0], size, size, 3), "bilinear")
-        return net.apply(variables, x, train=False).astype(jnp.float32)
+        return net.apply(variables, network_input(x, config), train=False).astype(jnp.float32)
 
     def fn(images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
