@@ -412,7 +412,8 @@ def read_eval_records(data_dir: str, *, split: str, image_size: int,
     Reads only the index rows asked for (default: all), by offset: the
     face-swap gallery needs a few identities' photos out of thousands of
     training records. Returns image, landmarks (n, S, S, 3), mask (n, S, S, 1)
-    float32; identity (n,) int32; row (n,) int64, in file order.
+    float32; points (n, 68, 2) float32, the record's 68 landmarks in its
+    178x218 crop pixels; identity (n,) int32; row (n,) int64, in file order.
     """
     from concurrent.futures import ThreadPoolExecutor  # pylint: disable=g-import-not-at-top
 
@@ -442,9 +443,19 @@ def read_eval_records(data_dir: str, *, split: str, image_size: int,
         reader.close()
     s = int(image_size)
     out = _to_outputs(np.stack(stacks)) if stacks else _to_outputs(np.zeros((0, s, s, 5), np.uint8))
+    out["points"] = (np.stack([_record_points(d) for d in datas]) if stacks
+                     else np.zeros((0, 68, 2), np.float32))
     out["identity"] = index["identity"][rows].astype(np.int32)
     out["row"] = rows
     return out
+
+
+def _record_points(serialized: bytes) -> np.ndarray:
+    """(68, 2) float32 crop-pixel landmarks of one serialized record."""
+    from tensorflow.core.example import example_pb2  # pylint: disable=g-import-not-at-top
+
+    feat = example_pb2.Example.FromString(serialized).features.feature["landmarks"]
+    return np.asarray(feat.float_list.value, np.float32).reshape(68, 2)
 
 
 def render_landmark_input(lm_crop: np.ndarray, image_size: int) -> np.ndarray:
