@@ -23,7 +23,6 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import ciagan_jax  # noqa: E402,F401  (process set-up first)
-import numpy as np  # noqa: E402
 
 
 def _subset(src: pathlib.Path, dst: pathlib.Path, n_ids: int) -> pathlib.Path:

@@ -83,7 +83,7 @@ CONTRASTIVE_MARGIN = 3.0
 BOTTLENECK = 4  # Every encoder ends at 4x4.
 
 # Release widths at 128 px (5 levels). Smaller images drop the first encoder
-# level and the last decoder / discriminator level (configs/smoke.py's rule).
+# level and the last decoder / discriminator level (the rule of the configs' `:smoke` argument).
 GEN_ENCODER = (32, 64, 128, 256, 256)
 GEN_DECODER = (256, 128, 64, 32, 16)
 GEN_BOTTLENECK = 256

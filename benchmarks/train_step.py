@@ -41,7 +41,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ciagan_jax import config_loading
-from ciagan_jax import platform as platform_lib
 from ciagan_jax.models import factory
 from ciagan_jax.models.generator import generator_input
 from ciagan_jax.training import mesh as mesh_lib
@@ -223,7 +222,7 @@ def main(argv=None) -> int:
     jax.block_until_ready(metrics)
     times = []
     rss_untrimmed_mb = current_rss_mb()
-    platform_lib.release_free_host_memory()
+    factory.default_backend().release_host_memory()
     rss_before_mb = current_rss_mb()
     print(f"host memory after compile + warm-up: {rss_untrimmed_mb:.0f} MB resident, "
           f"{rss_before_mb:.0f} MB after returning freed heap pages to the OS", flush=True)

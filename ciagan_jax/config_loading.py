@@ -1,7 +1,7 @@
 """Loading experiment configs (configs/*.py) outside of absl flags.
 
 `python -m ciagan_jax.main` uses `config_flags`; tools, tests and benchmarks
-use `load_config("configs/smoke.py")` for the same result, including the
+use `load_config("configs/release.py:smoke")` for the same result, including the
 `path:arg` form and `key=value` overrides.
 """
 
@@ -24,7 +24,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_co
 
     `overrides` are `dotted.key=value` strings with Python-literal values
     (strings may be bare), as on the `--config.key=value` command line.
-    A bare name such as "smoke" resolves to configs/smoke.py.
+    A bare name such as "release:smoke" resolves to configs/release.py with arg "smoke".
     """
     path = str(path)
     arg = None
@@ -43,6 +43,23 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_co
         key, _, raw = item.partition("=")
         apply_override(config, key.strip(), raw)
     return config
+
+
+def sibling(config_file: str | os.PathLike, name: str):
+    """The config module `name`.py beside `config_file`, loaded by its path.
+
+    Lets one experiment file build on another (`default = sibling(__file__,
+    "default")`) without putting the source tree on `sys.path`, so a config
+    file never makes the process import a checkout's package instead of the
+    installed one.
+    """
+    file = pathlib.Path(config_file).resolve().parent / f"{name}.py"
+    if not file.exists():
+        raise FileNotFoundError(f"{config_file} builds on {file}, which does not exist")
+    spec = importlib.util.spec_from_file_location(f"_ciagan_config_{name}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def apply_override(config: ml_collections.ConfigDict, key: str, raw: str) -> None:

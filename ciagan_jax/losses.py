@@ -126,6 +126,20 @@ def contrastive_loss(emb_a: Array, emb_b: Array, same: Array, *, margin: float =
     return jnp.mean(0.5 * (same * d2 + (1.0 - same) * jnp.square(jnp.maximum(margin - d, 0.0))))
 
 
+def identity_margin_loss(emb_anon: Array, emb_real: Array, *, margin: float) -> Array:
+    """FALCO's identity margin (Barattin et al., CVPR 2023): mean |cos(e_anon, e_real) - m|.
+
+    `e_real` embeds the source's own real face, so `margin` sets how far the
+    new face is from the real one: m = 1 keeps the identity, m = 0 makes the
+    embeddings orthogonal.
+    """
+    a = emb_anon.astype(jnp.float32)
+    b = emb_real.astype(jnp.float32)
+    cos = jnp.sum(a * b, axis=-1) / jnp.maximum(
+        jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1), 1e-12)
+    return jnp.mean(jnp.abs(cos - margin))
+
+
 def proxy_nca_loss(embeddings: Array, labels: Array, proxies: Array, *,
                    temperature: float = 1.0 / 3.0) -> Array:
     """Proxy-NCA (Movshovitz-Attias et al., ICCV 2017).

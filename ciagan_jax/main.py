@@ -96,8 +96,8 @@ def main(argv):
         from ciagan_jax.training import pretrain  # pylint: disable=g-import-not-at-top
         pretrain.pretrain_landmark_attack(config, workdir)
     elif mode == "evaluate":
-        from ciagan_jax.evaluation import checkpoint_eval  # pylint: disable=g-import-not-at-top
-        checkpoint_eval.evaluate_checkpoint(config, workdir)
+        from ciagan_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
+        evaluators.evaluate_checkpoint(config, workdir)
     elif mode == "export":
         from ciagan_jax import export  # pylint: disable=g-import-not-at-top
         export.export_from_workdir(config, workdir,

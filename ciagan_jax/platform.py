@@ -1,10 +1,10 @@
 """Process-level set-up that must happen before JAX or TensorFlow start.
 
 Why this exists: on x86 CPUs, XLA's default fusion path (YNNPACK) runs this
-network about 2x slower than XLA's own emitters (measured: 60 s vs 28 s for
-one release-settings training iteration, 23 vs 66 generator images/s). The
-flag only affects the CPU backend, so GPU/TPU runs are untouched. Users can
-opt out with ``CIAGAN_KEEP_XLA_FLAGS=1``.
+network's training and inference much slower than XLA's own emitters (the
+README's Performance section has the figures). The flag only affects the
+CPU backend, so GPU/TPU runs are untouched. Users can opt out with
+``CIAGAN_KEEP_XLA_FLAGS=1``.
 """
 
 from __future__ import annotations
@@ -34,48 +34,18 @@ def configure_xla_cpu_flags() -> bool:
     return not _jax_backend_started()
 
 
-# Per-computation options for the training programs on the CPU backend.
-# Batch norm reduces over (N, H, W) with channels minor; XLA's own emitters
-# run those reductions, and the elementwise maths fused into them, as scalar
-# loops, while YNNPACK's reduce kernels vectorise them (a batch-norm forward
-# and backward at 16x128x128x64: 107 -> 40 ms). The identity step of the
-# release iteration drops from 13.9 to 12.3 s, the generator step from 9.1
-# to 8.1 s. Only the training programs get it: the generator's instance
-# norm reduces over (H, W) per sample, and inference at batch 16 went from
-# 56 to 41 images/s with YNNPACK reductions.
-_TRAINING_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
-# XLA's default CPU scheduler overlaps independent sub-steps for
-# concurrency; the memory-optimised one keeps one iteration's buffers at
-# 4.0 GB instead of 5.2 GB (release settings, batch 16) for ~2% more time.
-_MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
-
-
 def cpu_tuning_enabled() -> bool:
     """True when JAX runs on the CPU and ``CIAGAN_KEEP_XLA_FLAGS`` is unset.
 
-    The one switch for every CPU-specific workaround (compiler options here;
-    `layers.materialize`, `layers.after`, `layers.weight_grad_first` and the
-    identity network's rerun blocks in the models), so the opt-out turns
-    them all off.
+    The one switch for every CPU-specific workaround: `models.factory` picks
+    the XLA CPU backend (`ciagan_jax.backends.xla_cpu`: custom-VJP convs,
+    barriers, rerun blocks, the ordered generator gradient, the training
+    compiler options, handing compile memory back) only when it is True, so
+    the opt-out turns them all off.
     """
     import jax  # pylint: disable=g-import-not-at-top
 
     return not os.environ.get("CIAGAN_KEEP_XLA_FLAGS") and jax.default_backend() == "cpu"
-
-
-def training_compiler_options(memory_optimized_schedule: bool = True) -> dict[str, str] | None:
-    """XLA options for jitting the training steps: CPU-only tuning, None elsewhere.
-
-    Passed as `jax.jit(..., compiler_options=...)` so only the training
-    programs get them (inference keeps the process-wide flags). Returns None
-    on GPU/TPU and when ``CIAGAN_KEEP_XLA_FLAGS=1`` asks us to tune nothing.
-    """
-    if not cpu_tuning_enabled():
-        return None
-    options = dict(_TRAINING_CPU_OPTIONS)
-    if memory_optimized_schedule:
-        options.update(_MEMORY_SCHEDULER)
-    return options
 
 
 def _jax_backend_started() -> bool:
@@ -96,20 +66,3 @@ def hide_accelerators_from_tensorflow() -> None:
     except (RuntimeError, ValueError):
         # Already initialised or no such device type: nothing to hide.
         pass
-
-
-def release_free_host_memory() -> bool:
-    """Returns heap pages freed by XLA's compilation to the OS (glibc only).
-
-    Compiling the release-settings iteration peaks at several GB of host
-    memory; glibc keeps the freed pages mapped, so the resident set stays at
-    the compile peak for the whole run. `malloc_trim(0)` hands them back.
-    Returns False where there is no glibc (macOS, musl): nothing to do there.
-    """
-    import ctypes  # pylint: disable=g-import-not-at-top
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False

@@ -9,21 +9,14 @@ Run:
       --workdir workdirs/ablation_classification --config.data.dir=/path/to/data
 """
 
-import os
-import sys
+from ciagan_jax.config_loading import sibling
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import default  # noqa: E402  (configs are loaded by file path)
+default = sibling(__file__, "default")  # Loaded by path: no sys.path entry for the checkout.
 
 
 def get_config(arg=None):
-    if arg is None:
-        c = default.get_config()
-    elif arg == "smoke":  # `configs/ablation_classification.py:smoke`: same ablation, smoke sizes.
-        from configs import smoke  # noqa: E402
-        c = smoke.get_config()
-    else:
-        raise ValueError(f"unknown config argument {arg!r}; use ':smoke' or nothing")
+    """`arg`: None, or 'smoke' (the same ablation at smoke size)."""
+    c = default.paper()
     c.model.identity_guidance = "classification"  # Cross-entropy on the desired identity.
     c.pretrain.enabled = False  # Proxy-NCA pretraining belongs to the siamese variant.
-    return c
+    return default.with_arg(c, arg)

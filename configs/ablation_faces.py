@@ -8,20 +8,13 @@ Run:
       --workdir workdirs/ablation_faces --config.data.dir=/path/to/data
 """
 
-import os
-import sys
+from ciagan_jax.config_loading import sibling
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import default  # noqa: E402  (configs are loaded by file path)
+default = sibling(__file__, "default")  # Loaded by path: no sys.path entry for the checkout.
 
 
 def get_config(arg=None):
-    if arg is None:
-        c = default.get_config()
-    elif arg == "smoke":  # `configs/ablation_faces.py:smoke`: the same ablation at smoke sizes.
-        from configs import smoke  # noqa: E402
-        c = smoke.get_config()
-    else:
-        raise ValueError(f"unknown config argument {arg!r}; use ':smoke' or nothing")
+    """`arg`: None, or 'smoke' (the same ablation at smoke size)."""
+    c = default.paper()
     c.model.generator_input = "face"  # Full face instead of the landmark image.
-    return c
+    return default.with_arg(c, arg)

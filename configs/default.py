@@ -4,14 +4,68 @@ Run:
   python -m ciagan_jax.main --config configs/default.py --workdir workdirs/default \
       --config.data.dir=/path/to/preprocessed_celeba
 
+`configs/default.py:smoke` is the same experiment shrunk to train a step in
+seconds on a laptop CPU (`smoke` below); every experiment file takes the
+same argument, so `configs/ablation_faces.py:smoke` is that ablation at
+smoke size.
+
 Where the paper and the official release disagree, this file takes the
-paper and `configs/release.py` the release (see ../shared/docs/ciagan-method.md).
+paper and `configs/release.py` the release (its docstring lists the differences).
 """
 
 from ml_collections import config_dict
 
 
-def get_config() -> config_dict.ConfigDict:
+def get_config(arg: str | None = None) -> config_dict.ConfigDict:
+    return with_arg(paper(), arg)
+
+
+def with_arg(c: config_dict.ConfigDict, arg: str | None) -> config_dict.ConfigDict:
+    """Applies an experiment file's argument: None (as written) or 'smoke'."""
+    if arg is None:
+        return c
+    if arg == "smoke":
+        return smoke(c)
+    raise ValueError(f"unknown config argument {arg!r}; use ':smoke' or nothing")
+
+
+def smoke(c: config_dict.ConfigDict) -> config_dict.ConfigDict:
+    """The same experiment at 64 px with every width divided by 8 (release widths),
+    so tests and the README demo run the real code paths in seconds."""
+    c.image_size = 64  # 4 down/up levels to the 4x4 bottleneck.
+    c.num_identities = 8  # celeba_sample has 5 identities; a few spare slots.
+    c.batch_size = 8  # Global batch of pairs.
+    c.num_train_steps = 30  # A first checkpoint and sample grid in a few minutes.
+    c.log_every_steps = 5  # Log often: the run is short.
+    c.checkpoint_every_steps = 15  # Two checkpoints in the run.
+    c.keep_checkpoints = 2  # Keep both.
+    c.sample_every_steps = 15  # Two sample grids in the run.
+    c.data.dir = "data/celeba_sample"  # Where the README's preprocessing step writes.
+    c.evals.detection = config_dict.ConfigDict(dict(type="detection", every=0, max_records=16))  # Held-out HOG detection; set every to see its curve.
+
+    g = c.model.generator
+    g.encoder_features = (8, 16, 32, 32)  # Release 64px widths / 8.
+    g.decoder_features = (32, 16, 8, 4)  # Release 64px widths / 8.
+    g.bottleneck_features = 32  # 256 / 8.
+    g.embedder_dense_features = (32, 32, 32, 32, 64, 64, 64)  # / 8 (64 = 4 channels x 4x4).
+    g.embedder_conv_features = (8, 16, 32)  # / 8.
+
+    c.model.discriminator.features = (8, 16, 32, 64)  # / 8, four levels at 64 px.
+    c.model.discriminator.hidden_features = 128  # 1024 / 8.
+    c.model.identity.resnet_stage_features = (8, 16, 32, 64)  # / 8.
+    c.model.identity.hidden_features = 128  # 1024 / 8.
+    c.model.identity.embedding_dim = c.num_identities  # Release: N-way output as embedding.
+    c.model.identity.features = (8, 16, 32, 64)  # For arch='discriminator' variants.
+
+    c.schedule.critic_steps = 2  # Fewer critic steps keep the smoke compile small.
+    c.pretrain.num_steps = 20  # A short Proxy-NCA warm start.
+    c.pretrain.batch_size = 16  # Photos per Proxy-NCA step.
+    c.pretrain.checkpoint_every_steps = 10  # Checkpoint cadence of the pretraining.
+    return c
+
+
+def paper() -> config_dict.ConfigDict:
+    """The paper's experiment, as written."""
     c = config_dict.ConfigDict()
 
     c.seed = 0  # Seeds parameter init, pair sampling, augmentation and control identities.
@@ -23,10 +77,8 @@ def get_config() -> config_dict.ConfigDict:
     c.checkpoint_every_steps = 1000  # Orbax checkpoint cadence (plus one at the end).
     c.keep_checkpoints = 3  # Orbax max_to_keep.
     c.sample_every_steps = 1000  # Sample-grid cadence (TensorBoard + workdir/samples/*.png).
-    c.eval_every_steps = 0  # Held-out evaluation cadence during training (0: only --mode=evaluate).
-    c.eval_max_records = 256  # Held-out faces per in-training evaluation (detection, dlib Recall@1, FID).
     c.compute_dtype = "float32"  # 'bfloat16' for mixed precision on GPU/TPU (fp32 master weights).
-    c.cpu_memory_schedule = True  # CPU only: XLA's memory-optimised scheduler (release: 5.2 -> 4.0 GB per iteration, ~2% slower).
+    c.cpu_memory_schedule = True  # CPU only: XLA's memory-optimised scheduler (less peak memory for a little more time).
 
     c.data = config_dict.ConfigDict()
     c.data.dir = config_dict.placeholder(str)  # Preprocessed data dir (python -m ciagan_jax.preprocess).
@@ -37,7 +89,7 @@ def get_config() -> config_dict.ConfigDict:
     c.model = config_dict.ConfigDict()
     c.model.generator_input = "landmarks"  # 'landmarks' (CIAGAN) or 'face' (ablation "Faces input").
     c.model.identity_guidance = "siamese"  # 'siamese' (contrastive) or 'classification' (ablation).
-    c.model.fused_resampling = True  # Fold avg-pool/upsample into the adjacent convs (same maths, ~2x fewer FLOPs there).
+    c.model.fused_resampling = True  # Fold avg-pool/upsample into the adjacent convs (same maths; the conv runs at the lower resolution).
 
     g = c.model.generator = config_dict.ConfigDict()
     g.encoder_features = (32, 64, 128, 256, 256)  # ResBlockDown widths, 128 -> 4 px.
@@ -58,7 +110,7 @@ def get_config() -> config_dict.ConfigDict:
     i.arch = "discriminator"  # Paper: "same architecture as the discriminator"; release: 'resnet'.
     i.features = (32, 64, 128, 256, 512)  # Widths for arch='discriminator' (ResBlockDown stack).
     i.resnet_stage_features = (64, 128, 256, 512)  # Widths for arch='resnet'.
-    i.resnet_recompute_stages = 2  # CPU only: leading ResNet stages rerun in the identity step's backward pass, not stored (release: -0.7 GiB, +1.5 s).
+    i.resnet_recompute_stages = 2  # CPU only: leading ResNet stages rerun in the identity step's backward pass, not stored (less memory, more time).
     i.hidden_features = 1024  # FC width before the embedding layer.
     i.embedding_dim = 256  # Output width for arch='discriminator' (our choice; the paper gives none).
     i.masked = False  # Release FLAG_SIAM_MASK: embed only the face region when True.
@@ -69,6 +121,8 @@ def get_config() -> config_dict.ConfigDict:
     l.gp_weight = 10.0  # WGAN-GP gradient-penalty weight.
     l.contrastive_margin = 3.0  # Contrastive-loss margin (release value, for raw embeddings).
     l.identity_embedding_norm = "l2"  # 'l2': contrastive loss on unit-norm embeddings, as the Proxy-NCA pretraining sees them; 'none': raw (release).
+    l.identity = "contrastive"  # Generator identity term: 'contrastive' (paper, toward the control) or 'margin' (FALCO: |cos(E(anon), E(source)) - m|).
+    l.identity_margin = 0.0  # m of loss.identity='margin': 1 keeps the identity, 0 makes the embeddings orthogonal.
     l.identity_weight = 1.0  # Weight of the identity-guidance term in the generator loss.
     l.proxy_nca_temperature = 1.0 / 3.0  # Proxy-NCA temperature (embeddings and proxies L2-normalised).
 
@@ -93,9 +147,15 @@ def get_config() -> config_dict.ConfigDict:
     p.dir = config_dict.placeholder(str)  # Pretrained identity checkpoint; default workdir/identity_pretrain.
     p.input = "face"  # 'face': real photos (the guide, the PNCA evaluator); 'landmarks': landmark images only, the landmark attack's identifier (default dir workdir/landmark_identifier).
 
+    # Evaluators by name (ciagan_jax/evaluation/evaluators.py): type fid, detection, recall or
+    # report; every: training iterations between runs (0: only --mode=evaluate, which runs all);
+    # max_records: the first N held-out records (0: all).
+    c.evals = config_dict.ConfigDict()
+    c.evals.report = config_dict.ConfigDict(dict(type="report", every=0, max_records=0))  # Table 2 with the baselines, LFW and claims as config.eval switches them.
+
+    # The evaluation protocol the evaluators share.
     e = c.eval = config_dict.ConfigDict()
-    e.batch_size = 16  # Records per evaluation batch (--mode=evaluate).
-    e.max_records = 0  # Evaluate only the first N records of the split (0: all).
+    e.batch_size = 16  # Records per evaluation batch.
     e.baselines = ("pixel8", "pixel16", "blur9", "blur17", "mask")  # Rows besides original and CIAGAN.
     e.detectors = ("hog", "cnn")  # dlib HOG and dlib CNN (MMOD) detection rates.
     e.hog_upsample = 1  # HOG upsampling (paper protocol: 1).
@@ -115,6 +175,7 @@ def get_config() -> config_dict.ConfigDict:
     e.face_swap_photos_per_identity = 0  # Training photos per control identity in the face-swap gallery (0: all).
 
     m = c.mesh = config_dict.ConfigDict()
+    m.data = -1  # Devices on the 'data' mesh axis (batch split over them); -1: every device.
     m.shard_params = False  # Shard large parameters over the 'data' axis (FSDP-style) instead of replicating.
     m.shard_min_size = 2**20  # With shard_params, only arrays with at least this many elements are sharded.
 

@@ -11,15 +11,14 @@ widths 64..512; the identity network is the ResNet-18-style siamese whose
 plain mean squared error.
 """
 
-import os
-import sys
+from ciagan_jax.config_loading import sibling
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import default  # noqa: E402  (configs are loaded by file path)
+default = sibling(__file__, "default")  # Loaded by path: no sys.path entry for the checkout.
 
 
-def get_config():
-    c = default.get_config()
+def get_config(arg=None):
+    """`arg`: None, or 'smoke' (`configs/release.py:smoke`, the release at smoke size)."""
+    c = default.paper()
     c.model.generator.bottleneck_relu = False  # Release: conv + IN only.
     c.model.discriminator.features = (64, 128, 256, 512, 512)  # Release widths.
     c.model.discriminator.with_landmarks = True  # Release critic input: composite + landmarks (6 ch).
@@ -30,4 +29,4 @@ def get_config():
     c.optim.b2 = 0.999  # Release betas (0.5, 0.999).
     c.loss.identity_embedding_norm = "none"  # Release: contrastive loss on the raw 1200-d output.
     c.pretrain.enabled = False  # The release trains its siamese from scratch inside the GAN loop.
-    return c
+    return default.with_arg(c, arg)

@@ -1,11 +1,13 @@
 """Runs a list of configs / overrides into sibling workdirs and tabulates them.
 
   python experiments/sweep.py experiments/ablation_sweep.py --root workdirs/ablation \
-      [--set data.dir=/path/to/data] [--evaluate] [--dry-run] [--only NAME ...]
+      [--set data.dir=/path/to/data] [--evaluate] [--dry-run] [--only NAME ...] [--plot KEY]
 
-A sweep file defines `get_sweep() -> list[dict]`, each entry
+A sweep file defines `get_sweep(arg=None) -> list[dict]` (`sweep.py:smoke`
+passes 'smoke', as config files take it), each entry
 `{"name": str, "config": "configs/x.py[:arg]", "overrides": {"a.b": value}}`.
-Every run goes to `ROOT/<name>` through `python -m ciagan_jax.main`, so a
+Every run goes to `ROOT/<name>` through `python -m ciagan_jax.main` (first
+`--mode=pretrain_identity` when its config starts from a Proxy-NCA guide), so a
 run that was interrupted resumes from its checkpoint when the sweep is
 started again, and finished runs are not redone (their last checkpoint is
 the final step). With `--evaluate` each run is also evaluated
@@ -31,14 +33,18 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Columns of the paper's Table 1, taken from workdir/eval/report.json.
 EVAL_COLUMNS = (("det_hog", "Detection HOG (%)"), ("det_cnn", "Detection CNN (%)"),
                 ("recall_dlib", "Recall@1 dlib (%)"), ("recall_pnca", "Recall@1 PNCA (%)"),
-                ("fid", "FID"))
+                ("fid", "FID"), ("dlib_distance_to_source", "dlib distance to source"))
 
 
 def load_sweep(path: str) -> list[dict[str, Any]]:
+    """`get_sweep()` of a sweep file; `file.py:arg` passes `arg` (e.g. 'smoke')."""
+    arg = None
+    if ":" in path and not os.path.exists(path):
+        path, arg = path.rsplit(":", 1)
     spec = importlib.util.spec_from_file_location("_sweep", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    runs = module.get_sweep()
+    runs = module.get_sweep(arg) if arg is not None else module.get_sweep()
     names = [r["name"] for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: run names must be unique, got {names}")
@@ -53,6 +59,15 @@ def command_for(run: dict[str, Any], workdir: pathlib.Path, mode: str,
         cmd.append(f"--config.{key}={value}")
     cmd += [f"--config.{item}" for item in extra]
     return cmd
+
+
+def needs_pretraining(run: dict[str, Any], extra: Sequence[str]) -> bool:
+    """True when the run's GAN starts from a Proxy-NCA identity network (pretrain.enabled)."""
+    from ciagan_jax.config_loading import load_config  # pylint: disable=g-import-not-at-top
+
+    path = run["config"] if os.path.isabs(run["config"]) else str(REPO_ROOT / run["config"])
+    overrides = [f"{k}={v}" for k, v in run.get("overrides", {}).items()] + list(extra)
+    return bool(load_config(path, overrides).pretrain.enabled)
 
 
 def final_scalars(workdir: pathlib.Path) -> dict[str, float]:
@@ -99,6 +114,42 @@ def _ciagan_eval_row(report: dict[str, Any]) -> dict[str, Any]:
     return report.get("rows", {}).get("ciagan", {})
 
 
+def plot_against(rows: Sequence[dict[str, Any]], key: str, path: pathlib.Path) -> None:
+    """One panel per evaluation column: the CIAGAN row's value against override `key`."""
+    from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+
+    points = [(float(r["overrides"][key]), _ciagan_eval_row(r.get("eval", {})))
+              for r in rows if key in r.get("overrides", {})]
+    if not points:
+        raise ValueError(f"no run of the sweep sets the override {key!r}")
+    panels = [(k, c) for k, c in EVAL_COLUMNS
+              if any(isinstance(ev.get(k), (int, float)) for _, ev in points)]
+    w, h, pad = 300, 220, 40
+    img = Image.new("RGB", (w * max(len(panels), 1), h), "white")
+    draw = ImageDraw.Draw(img)
+    xs = [x for x, _ in points]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    for i, (k, title) in enumerate(panels):
+        pts = sorted((x, ev[k]) for x, ev in points if isinstance(ev.get(k), (int, float)))
+        ys = [y for _, y in pts]
+        y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+        left = i * w
+        to_px = lambda x, y: (left + pad + (x - x0) / (x1 - x0) * (w - 2 * pad),  # noqa: E731
+                              h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad))
+        draw.rectangle([left + pad, pad, left + w - pad, h - pad], outline="gray")
+        draw.text((left + pad, 8), title, fill="black")
+        draw.text((left + pad, h - pad + 6), f"{key} {x0:g}", fill="black")
+        draw.text((left + w - pad - 40, h - pad + 6), f"{x1:g}", fill="black")
+        draw.text((left + 2, pad), f"{y1:.3g}", fill="black")
+        draw.text((left + 2, h - pad - 10), f"{y0:.3g}", fill="black")
+        px = [to_px(x, y) for x, y in pts]
+        if len(px) > 1:
+            draw.line(px, fill="navy", width=2)
+        for x, y in px:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill="navy")
+    img.save(path)
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     train_tags = sorted({t for r in rows for t in r.get("train", {}) if "loss" in t})
     head = ["run"] + [c for _, c in EVAL_COLUMNS] + train_tags
@@ -126,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="run only these names")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("--collect-only", action="store_true", help="only rebuild the table")
+    parser.add_argument("--plot", metavar="OVERRIDE",
+                        help="also draw ROOT/sweep.png: each evaluation column against this "
+                             "override's value (e.g. loss.identity_margin)")
     args = parser.parse_args(argv)
 
     runs = load_sweep(args.sweep)
@@ -138,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = []
     if not args.collect_only:
         for run in runs:
-            modes = ["train"] + (["evaluate"] if args.evaluate else [])
+            # Pretraining resumes or returns at once when its checkpoint is final.
+            modes = ((["pretrain_identity"] if needs_pretraining(run, args.set) else [])
+                     + ["train"] + (["evaluate"] if args.evaluate else []))
             for mode in modes:
                 cmd = command_for(run, root / run["name"], mode, args.set)
                 print("$ " + " ".join(cmd), flush=True)
@@ -158,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown_table(rows)
     (root / "sweep.md").write_text(table + "\n")
     print(table)
+    if args.plot:
+        plot_against(rows, args.plot, root / "sweep.png")
     if failures:
         print(f"failed: {', '.join(failures)}", file=sys.stderr)
     return 1 if failures else 0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The training walk-through on a fresh machine (a few minutes): install, then
 #   preprocess real photos -> network table -> Proxy-NCA identity pretraining
-#   -> CIAGAN training (configs/smoke.py) -> sample grid -> export -> anonymize a photo.
+#   -> CIAGAN training (configs/release.py:smoke) -> sample grid -> export -> anonymize a photo.
 # Data: ../shared/data/celeba_sample beside the checkout when present (150
 # aligned CelebA photos, 5 identities); otherwise LFW fetched through TFDS.
 # Everything it writes goes under ./data, ./workdirs and ./demo_output.
@@ -31,15 +31,15 @@ echo "== networks at full size (release config), parameter table and a forward p
 $PY -m ciagan_jax.tools.model_summary --config configs/release.py --output "$OUT/forward_pass.png"
 
 echo "== Proxy-NCA pretraining of the identity network (smoke sizes)"
-$PY -m ciagan_jax.main --config configs/smoke.py --workdir "$WORKDIR" --mode=pretrain_identity \
+$PY -m ciagan_jax.main --config configs/release.py:smoke --workdir "$WORKDIR" --mode=pretrain_identity \
     --config.data.dir="$DATA" --config.pretrain.enabled=True
 
 echo "== CIAGAN training (smoke sizes) from the pretrained identity network"
-$PY -m ciagan_jax.main --config configs/smoke.py --workdir "$WORKDIR" --mode=train \
+$PY -m ciagan_jax.main --config configs/release.py:smoke --workdir "$WORKDIR" --mode=train \
     --config.data.dir="$DATA" --config.pretrain.enabled=True
 
 echo "== export and anonymize a public-domain photo (scikit-image's astronaut)"
-$PY -m ciagan_jax.main --config configs/smoke.py --workdir "$WORKDIR" --mode=export \
+$PY -m ciagan_jax.main --config configs/release.py:smoke --workdir "$WORKDIR" --mode=export \
     --config.data.dir="$DATA" --export_dir "$WORKDIR/export"
 $PY -c "import skimage.data, PIL.Image; PIL.Image.fromarray(skimage.data.astronaut()).save('$OUT/astronaut.jpg')"
 $PY -m ciagan_jax.anonymize "$OUT/astronaut.jpg" --model "$WORKDIR/export" -o "$OUT/anonymized" \

@@ -75,3 +75,58 @@ def make_celeba_subset(shared_data: pathlib.Path, dst: pathlib.Path, num_identit
 def wild_subset():
     """make_celeba_subset(shared_data, dst, num_identities, ...) for tests that need their own subset."""
     return make_celeba_subset
+
+
+# A random-init smoke-size generator exported as a bundle, for the anonymizer's
+# tests (tests/anonymize) and the export bundle's (tests/test_export.py). The
+# checks are about geometry, plumbing and fail-closed behaviour, not image
+# quality, so an untrained generator serves; one bundle (one exported batch
+# size, so one compile) is shared per session.
+
+@pytest.fixture(scope="session")
+def smoke_setup(tmp_path_factory):
+    """(config, variables, export dir) of a random-init smoke generator."""
+
+    import jax  # pylint: disable=g-import-not-at-top
+
+    from ciagan_jax import export
+    from ciagan_jax.models import factory
+
+    from ciagan_jax.config_loading import load_config  # pylint: disable=g-import-not-at-top
+
+    config = load_config("release:smoke")
+    variables = jax.device_get(factory.init_generator(config, jax.random.key(0)))
+    out = tmp_path_factory.mktemp("bundle") / "smoke_bundle"
+    export.export_bundle(str(out), config, variables, batch_sizes=(4,))
+    return config, variables, out
+
+
+@pytest.fixture(scope="session")
+def smoke_model(smoke_setup):
+    from ciagan_jax.anonymize import model
+
+    return model.load_model(str(smoke_setup[2]))
+
+
+# The torch fixture (tests/fixtures/release_generator_w8.pth: a release-layout
+# generator at 128x128 with widths / 8 and 5 identities) imported once with the
+# import CLI: the import tool's tests (tests/tools/test_import_torch.py) and the
+# saved-generator format's (tests/models/test_serialization.py) read it.
+TORCH_CHECKPOINT = REPO_ROOT / "tests" / "fixtures" / "release_generator_w8.pth"
+TORCH_NUM_IDENTITIES = 5
+
+
+@pytest.fixture(scope="session")
+def imported_dir(tmp_path_factory) -> pathlib.Path:
+    """The fixture checkpoint imported with the CLI, as a user would."""
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+
+    out = tmp_path_factory.mktemp("imported") / "w8"
+    proc = subprocess.run([sys.executable, "-m", "ciagan_jax.tools.import_torch",
+                           "--generator", str(TORCH_CHECKPOINT),
+                           "--num-identities", str(TORCH_NUM_IDENTITIES), "--output", str(out),
+                           "--image-size", "128"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return out

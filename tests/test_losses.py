@@ -104,3 +104,16 @@ def test_contrastive_loss_l2_option_is_scale_free_and_matches_the_unit_sphere_fo
     assert abs(float(losses.contrastive_loss(100 * a, b, same)) - float(losses.contrastive_loss(a, b, same))) > 1
     with pytest.raises(ValueError, match="normalisation"):
         losses.contrastive_loss(a, b, same, normalize="cosine")
+
+
+def test_identity_margin_loss_is_the_distance_of_the_cosine_from_the_margin():
+    # Pair 1: parallel (cos 1); pair 2: orthogonal (cos 0); pair 3: cos(60 deg) = 0.5, scaled.
+    anon = jnp.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    real = jnp.array([[2.0, 0.0], [5.0, 0.0], [0.5, 0.5 * math.sqrt(3.0)]])
+    # m = 0.9: (|1 - 0.9| + |0 - 0.9| + |0.5 - 0.9|) / 3 = (0.1 + 0.9 + 0.4) / 3.
+    assert float(losses.identity_margin_loss(anon, real, margin=0.9)) == pytest.approx(1.4 / 3, rel=1e-6)
+    # m = 0 asks for orthogonal faces: only pairs 1 and 3 cost.
+    assert float(losses.identity_margin_loss(anon, real, margin=0.0)) == pytest.approx(1.5 / 3, rel=1e-6)
+    # The gradient pushes the anonymized embedding's cosine towards m (here: away from the real).
+    g = jax.grad(lambda a: losses.identity_margin_loss(a, real[:1], margin=0.0))(jnp.array([[1.0, 0.1]]))
+    assert float(g[0, 0]) > 0 and float(g[0, 1]) < 0

@@ -1,13 +1,13 @@
-"""`--mode=evaluate`: the paper's Table 2 for a training checkpoint.
+"""Table 2 of a generator: the `report` evaluator of `--mode=evaluate` and of training.
 
-  python -m ciagan_jax.main --mode=evaluate --config configs/smoke.py --workdir WD \
-      [--config.eval.max_records=200]
+  python -m ciagan_jax.main --mode=evaluate --config configs/release.py:smoke --workdir WD \
+      [--config.evals.report.max_records=200]
 
-Runs CIAGAN (the latest checkpoint's generator, eval mode, desired identity
+Runs CIAGAN (the generator, eval mode, desired identity
 = (source identity + 1) mod N over the N trained one-hot slots, the
 release's rule; see `data.identity_slots`), the baselines
-(pixelization 8/16, blur 9/17, solid mask) and the "original" row over every
-record of `config.data.eval_split`, and writes `WD/eval/report.json`,
+(pixelization 8/16, blur 9/17, solid mask) and the "original" row over the
+records of `config.data.eval_split`, and writes `WD/eval/report.json`,
 `report.md` and `comparison.png`, and the same figures to TensorBoard
 under `WD/eval`. Recall@1 uses dlib's face descriptor and, when a Proxy-NCA
 identity network was pretrained in this workdir, that network (PNCA).
@@ -117,36 +117,49 @@ def cnn_upsample_for(image_size: int, configured: int) -> int:
     return up
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Evaluates the latest checkpoint in `workdir`; returns the report dict."""
+def check_claims_inputs(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Fails fast when a switched-on claim lacks its inputs (the landmark identifier)."""
+    if "landmark_attack" in claim_parts(config):
+        _landmark_identifier(config, workdir)
+
+
+def evaluate_variables(config: ml_collections.ConfigDict, workdir: str,
+                       variables: Mapping[str, Any], step: int, out_dir: str, *,
+                       max_records: int = 0, extractor: Any = None) -> dict[str, Any]:
+    """Table 2 of generator `variables` (trained for `step` iterations) into out_dir.
+
+    The `report` evaluator (`evaluators.py`) of `--mode=evaluate` and of the
+    training loop. `max_records`: the first N records of the split (0: all).
+    Writes report.json/.md/comparison.png, the LFW and claims sections that
+    config.eval switches on, and TensorBoard scalars under out_dir; returns
+    the report dict.
+    """
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
 
     from ciagan_jax.data.pipeline import make_eval_iterator  # pylint: disable=g-import-not-at-top
-    from ciagan_jax.training.checkpoint import load_generator_variables  # pylint: disable=g-import-not-at-top
 
     if not config.data.dir:
         raise ValueError("--config.data.dir must name a preprocessed data directory")
     parts = claim_parts(config)
-    if "landmark_attack" in parts:  # Fail before the long Table 2, not after it.
-        _landmark_identifier(config, workdir)
+    check_claims_inputs(config, workdir)
     num_trained = identity_slots.resolve_num_identities(config)
-    variables, step = load_generator_variables(config, workdir, return_step=True)
     controls_used: set[int] = set()
     methods = {"ciagan": ciagan_method(config, variables, num_trained, controls_used)}
     methods.update({name: baselines.as_method(name) for name in config.eval.baselines})
     batches = make_eval_iterator(config.data.dir, split=config.data.eval_split,
                                  batch_size=config.eval.batch_size, image_size=config.image_size)
-    if config.eval.max_records:
-        batches = report.limit_records(batches, config.eval.max_records)
-    out_dir = os.path.join(workdir, "eval")
+    if max_records:
+        batches = report.limit_records(batches, max_records)
     pnca_fn, pnca_text, white_box = pnca_embedder(config, workdir)
+    checkpoint = os.path.join(workdir, "checkpoints", str(int(step)))
     result = report.evaluate(batches, methods, out_dir,
                              pnca_embedder=pnca_fn,
                              detectors=tuple(config.eval.detectors),
                              upsample=config.eval.hog_upsample,
                              cnn_upsample=cnn_upsample_for(config.image_size,
                                                            config.eval.cnn_upsample),
-                             figure_faces=config.eval.figure_faces,
+                             figure_faces=config.eval.figure_faces, extractor=extractor,
+                             total_records=max_records or None,
                              metadata={"checkpoint_step": int(step), "workdir": workdir,
                                        "data_dir": config.data.dir,
                                        "split": config.data.eval_split,
@@ -160,8 +173,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         "max_slot_used": max(controls_used) if controls_used else None}
     report.write_report(out_dir, result)
     # Table 2 is on disk first: a bad LFW setting cannot cost it.
-    lfw = lfw_verification(config, variables, num_trained, out_dir,
-                           os.path.join(workdir, "checkpoints", str(int(step))))
+    lfw = lfw_verification(config, variables, num_trained, out_dir, checkpoint)
     if lfw is not None:
         from ciagan_jax.evaluation import claims  # pylint: disable=g-import-not-at-top
 
@@ -170,7 +182,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         report.write_report(out_dir, result)
     if parts:
         result.update(claims_sections(config, workdir, variables, num_trained, out_dir,
-                                      os.path.join(workdir, "checkpoints", str(int(step))), parts))
+                                      checkpoint, parts, max_records))
     _log_to_tensorboard(metric_writers.create_default_writer(
         out_dir, just_logging=jax.process_index() > 0), result, int(step), out_dir)
     logging.info("evaluation of step %d written to %s:\n%s", step, out_dir,
@@ -200,7 +212,7 @@ def _landmark_identifier(config: ml_collections.ConfigDict, workdir: str) -> str
 
 def claims_sections(config: ml_collections.ConfigDict, workdir: str,
                     variables: Mapping[str, Any], num_trained: int, out_dir: str, path: str,
-                    parts: list[str]) -> dict[str, Any]:
+                    parts: list[str], max_records: int = 0) -> dict[str, Any]:
     """The checkpoint's claims sections (`claims.evaluate_claims`), merged into out_dir/report.*."""
     from ciagan_jax.evaluation import claims  # pylint: disable=g-import-not-at-top
 
@@ -211,7 +223,7 @@ def claims_sections(config: ml_collections.ConfigDict, workdir: str,
         landmark_identifier=(_landmark_identifier(config, workdir)
                              if "landmark_attack" in parts else None),
         pnca=pnca_fn, pnca_note=pnca_text if pnca_fn is not None else "",
-        max_records=int(config.eval.max_records),
+        max_records=int(max_records),
         num_sources=int(config.eval.get("diversity_sources", 8)),
         photos_per_identity=int(config.eval.get("face_swap_photos_per_identity", 0)),
         representation=config.model.generator_input, progress=True,

@@ -20,7 +20,7 @@ Three sections, each its own module:
   among the nine, against the distance between different real people.
 
 Test faces: the records of `--split` (default test; `--max-records`: the
-first N in file order, as Table 2's `eval.max_records`), centre crops at
+first N in file order, as Table 2's `evals.report.max_records`), centre crops at
 the model's size, controls by the release's rule (`identity_slots`). The
 model must have been trained on these records: control slot k is the
 records' k-th training identity, which the face-swap gallery relies on.
@@ -44,6 +44,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import ciagan_jax  # noqa: F401  (XLA CPU flags before JAX starts)
 import numpy as np
+
+from ciagan_jax.io import json_files
 
 PARTS = ("landmark_attack", "face_swap", "diversity")
 FIGURE = "diversity.png"
@@ -222,7 +224,7 @@ def evaluate_claims(model, data_dir: str, out_dir: str | os.PathLike | None, *,
             "seconds": round(time.perf_counter() - t_start, 1), **dict(metadata or {})}
     for sec in sections.values():
         sec["source"] = info
-    sections = _json_safe(sections)
+    sections = json_files.json_safe(sections)
     if out_dir is not None:
         merge_into_report(out_dir, sections)
     return sections
@@ -278,17 +280,6 @@ def _control_gallery(data_dir: str, split: str, image_size: int, identities: np.
                                       progress=progress)
 
 
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(obj, (np.integer, np.bool_)):
-        return obj.item()
-    return obj
 
 
 def merge_into_report(out_dir: str | os.PathLike, sections: Mapping[str, Any]) -> dict[str, Any]:

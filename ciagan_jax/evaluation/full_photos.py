@@ -59,6 +59,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ciagan_jax.io import json_files
+
 FORMAT = "ciagan_jax.full_photos/1"
 CROP_SIZE = 128
 CROP_SCALE = 1.3
@@ -686,7 +688,7 @@ def evaluate_full_photos(data_dir: str, model_dir: str, out_dir: str, *,
             "faces_found": p.faces_found, "anonymized": p.anon_path,
             **{k: v for k, v in p.result.items() if k != "report"}} for p in photos],
     }
-    result = _json_safe(result)
+    result = json_files.json_safe(result)
     with open(result["outputs"]["json"], "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     with open(result["outputs"]["markdown"], "w", encoding="utf-8") as f:
@@ -694,19 +696,6 @@ def evaluate_full_photos(data_dir: str, model_dir: str, out_dir: str, *,
     return result
 
 
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return None if (math.isnan(v) or math.isinf(v)) else v
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
 
 
 def _pct(v) -> str:

@@ -44,11 +44,8 @@ The protocol of Gafni et al. (ICCV 2019) that CIAGAN's Table 3 follows:
    JSON line: per row tar_mean, tar_std, folds and pairs.
 
 Cost: every image is described once, plus one HOG pass and (when a face is
-found) one descriptor per anonymized image. On the shared two folds (1,583
-images, 600 same-person pairs x 3 rows), on 2 busy cores: dlib descriptors
-about 290 s (2,670 faces, 75-125 ms each), HOG detection about 120 s (3,380
-passes, 30-45 ms), generator 10 s plus 14 s compiling, loading 6 s: about
-7.5 min in all.
+found) one descriptor per anonymized image; dlib's descriptors take most of
+the time, then HOG detection (timings of a run: README, LFW verification).
 
 The paper's recognizer is FaceNet, whose weights cannot be had offline here;
 dlib's descriptor (trained on other data) stands in, so its figures are
@@ -69,6 +66,8 @@ import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+
+from ciagan_jax.io import json_files
 
 FORMAT = "ciagan_jax.lfw_verification/1"
 TARGET_FAR = 0.001
@@ -587,7 +586,7 @@ def evaluate_lfw(pairs_path: str, images_dir: str, model=None, out_dir: str | No
     }
     result["seconds"] = {"total": round(time.perf_counter() - t_start, 1),
                          **{k: round(v, 1) for k, v in timer.seconds.items()}}
-    result = _json_safe(result)
+    result = json_files.json_safe(result)
     if out_dir is not None:
         write_outputs(result, out_dir)
     return result
@@ -656,17 +655,6 @@ def _resolve_model(model):
     return model
 
 
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return None if math.isnan(v) or math.isinf(v) else v
-    if isinstance(obj, (np.integer, np.bool_)):
-        return obj.item()
-    return obj
 
 
 # --------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import dataclasses
-import functools
 import pathlib
 import sys
 from typing import Callable, Sequence

@@ -134,7 +134,7 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray]], methods: Mapping[str, 
              out_dir: str | pathlib.Path, *, pnca_embedder: Embedder | None = None,
              use_dlib: bool = True, detectors: Sequence[str] = ("hog", "cnn"),
              upsample: int = 1, cnn_upsample: int | None = None,
-             fid_batch_size: int = 32, figure_faces: int = 6,
+             fid: bool = True, fid_batch_size: int = 32, figure_faces: int = 6,
              extractor: FeatureExtractor | None = None,
              total_records: int | None = None,
              metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -146,13 +146,18 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray]], methods: Mapping[str, 
     Returns the report dict (also in report.json): per row 'n', detection
     rates in % ('det_hog', 'det_cnn'), Recall@1 in % ('recall_dlib',
     'recall_pnca'), 'fid' (None for the original row), 'dlib_no_face' (images
-    where dlib found no face), and 'paper' (the paper's numbers or None).
+    where dlib found no face), 'dlib_distance_to_source' (mean dlib descriptor
+    distance between each output and its source, where dlib found both), and
+    'paper' (the paper's numbers or None).
+    `detectors=()`, `use_dlib=False` or `fid=False` leave those metrics out
+    (the registered evaluators in `evaluators.py` each compute a subset).
     """
     if "original" in methods:
         raise ValueError("'original' is the reference row and cannot be a method name")
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    extractor = extractor or FeatureExtractor(fid_batch_size)
+    if fid:
+        extractor = extractor or FeatureExtractor(fid_batch_size)
     # The CNN detector costs ~4x more per upsampling step; it may use its own.
     dets = {k: FaceDetector(k, cnn_upsample if (k == "cnn" and cnn_upsample is not None) else upsample)
             for k in detectors}
@@ -160,7 +165,7 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray]], methods: Mapping[str, 
     names = ["original", *methods]
     rows = {n: _Row(RunningMoments(FEATURE_DIM), {k: 0 for k in detectors}) for n in names}
     identities: list[Any] = []
-    queue = _FeatureQueue(extractor, {n: rows[n].moments for n in names})
+    queue = _FeatureQueue(extractor, {n: rows[n].moments for n in names}) if fid else None
 
     bar = tqdm(total=total_records, desc="evaluate", unit="face")
     for batch in batches:
@@ -177,7 +182,8 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray]], methods: Mapping[str, 
             row = rows[name]
             row.seconds += time.perf_counter() - t0
             row.count += len(imgs)
-            queue.add(name, imgs)
+            if queue is not None:
+                queue.add(name, imgs)
             for k, det in dets.items():
                 row.det[k] += sum(det.has_face(im) for im in imgs)
             if dlib_emb is not None:
@@ -196,7 +202,8 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray]], methods: Mapping[str, 
                 row.figure.append(imgs[:take])
         bar.update(int(valid.sum()))
     bar.close()
-    queue.flush()
+    if queue is not None:
+        queue.flush()
     if not identities:
         raise ValueError("the evaluation stream held no valid records")
 
@@ -224,7 +231,12 @@ def evaluate(batches: Iterable[Mapping[str, np.ndarray]], methods: Mapping[str, 
             entry[f"recall_{key}_no_embedding"] = res.no_embedding
         if dlib_emb is not None:
             entry["dlib_no_face"] = int(len(row.dlib_found) - sum(row.dlib_found))
-        entry["fid"] = None if name == "original" else fid_from_moments(row.moments, rows["original"].moments)
+            if name != "original":  # How far each face moved from its source (FALCO's axis).
+                both = np.asarray(row.dlib_found, bool) & np.asarray(rows["original"].dlib_found, bool)
+                dist = np.linalg.norm(np.concatenate(row.dlib_emb) - gallery_dlib, axis=1)
+                entry["dlib_distance_to_source"] = float(dist[both].mean()) if both.any() else None
+        entry["fid"] = (fid_from_moments(row.moments, rows["original"].moments)
+                        if fid and name != "original" else None)
         entry["method_seconds"] = row.seconds
         pk = _paper_key(name)
         entry["paper"] = PAPER_TABLE2.get(pk) if pk else None

@@ -1,10 +1,13 @@
-"""Reading the small JSON files our artefacts carry (bundle manifests, model metadata)."""
+"""The small JSON files our artefacts carry (bundle manifests, model metadata, reports)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
+
+import numpy as np
 
 
 def read_json_object(path: str, error: type[Exception], missing: str) -> dict[str, Any]:
@@ -22,4 +25,18 @@ def read_json_object(path: str, error: type[Exception], missing: str) -> dict[st
         raise error(f"{path}: not valid JSON ({e})") from e
     if not isinstance(obj, dict):
         raise error(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with numpy scalars as Python numbers and NaN/inf as None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return None if math.isnan(v) or math.isinf(v) else v
+    if isinstance(obj, (np.integer, np.bool_)):
+        return obj.item()
     return obj

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ciagan_jax.backends import plain
 from ciagan_jax.models import layers
 from ciagan_jax.models.generator import BOTTLENECK_SIZE, num_resolution_levels
 
@@ -34,6 +35,7 @@ class Discriminator(nn.Module):
     output_activation: bool = True
     dtype: jnp.dtype | None = None
     fused_resampling: bool = True  # Pooling folded into the convs: same function, fewer FLOPs.
+    backend: plain.Backend = plain.PLAIN  # How convs run (see ciagan_jax.backends).
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
@@ -44,7 +46,7 @@ class Discriminator(nn.Module):
         h = x.astype(self.dtype) if self.dtype else x
         for i, f in enumerate(self.features):
             h = layers.ResBlockDown(f, dtype=self.dtype, fused=self.fused_resampling,
-                                    materialize_inputs=True, name=f"down_{i}")(h, train=train)
+                                    backend=self.backend, name=f"down_{i}")(h, train=train)
         h = layers.nchw_flatten(h.astype(jnp.float32))
         flat = self.features[-1] * BOTTLENECK_SIZE * BOTTLENECK_SIZE
         h = layers.torch_dense(self.hidden_features, flat, name="dense0")(h)

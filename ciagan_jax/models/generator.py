@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ciagan_jax.backends import plain
 from ciagan_jax.models import layers
 
 Array = jax.Array
@@ -40,6 +41,7 @@ class IdentityEmbedder(nn.Module):
     dense_features: Sequence[int] = (256, 256, 256, 256, 512, 512, 512)
     conv_features: Sequence[int] = (64, 128, 256)
     dtype: jnp.dtype | None = None
+    backend: plain.Backend = plain.PLAIN  # How convs run (see ciagan_jax.backends).
 
     @nn.compact
     def __call__(self, one_hot: Array, *, train: bool) -> Array:
@@ -57,7 +59,8 @@ class IdentityEmbedder(nn.Module):
         h = h.reshape(h.shape[0], channels, side, side).transpose(0, 2, 3, 1)
         for i, f in enumerate(self.conv_features):
             h = layers.ConvLayer(f, 3, layers.xavier_normal, layers.generator_bias_init,
-                                 self.dtype, name=f"conv_{i}")(h, train=train)
+                                 self.dtype, backend=self.backend,
+                                 name=f"conv_{i}")(h, train=train)
             h = nn.leaky_relu(h, 0.2)
             h = layers.instance_norm(f"norm_{i}")(h)
         return h
@@ -82,6 +85,7 @@ class Generator(nn.Module):
     embedder_conv_features: Sequence[int] = (64, 128, 256)
     dtype: jnp.dtype | None = None
     fused_resampling: bool = True  # Pool/upsample folded into convs: same function, fewer FLOPs.
+    backend: plain.Backend = plain.PLAIN  # How convs run (see ciagan_jax.backends).
 
     def setup_check(self) -> None:
         levels = num_resolution_levels(self.image_size)
@@ -99,30 +103,30 @@ class Generator(nn.Module):
         h = x.astype(self.dtype) if self.dtype else x
         for i, f in enumerate(self.encoder_features):
             h = layers.ResBlockDown(f, kinit, binit, self.dtype, self.fused_resampling,
-                                   name=f"enc_{i}")(h, train=train)
+                                   self.backend, name=f"enc_{i}")(h, train=train)
             h = layers.instance_norm(f"enc_norm_{i}")(h)
 
         identity = IdentityEmbedder(self.num_identities, self.embedder_dense_features,
-                                    self.embedder_conv_features, self.dtype,
+                                    self.embedder_conv_features, self.dtype, self.backend,
                                     name="embedder")(one_hot, train=train)
         h = jnp.concatenate([h, identity.astype(h.dtype)], axis=-1)
         h = layers.ConvLayer(self.bottleneck_features, 3, kinit, binit, self.dtype,
-                             name="embed_conv")(h, train=train)
+                             backend=self.backend, name="embed_conv")(h, train=train)
         h = layers.instance_norm("embed_norm")(h)
         if self.bottleneck_relu:
             h = nn.relu(h)
 
         for i in range(self.num_res_blocks):
             h = layers.ResBlock(self.bottleneck_features, kinit, binit, self.dtype,
-                                name=f"res_{i}")(h, train=train)
+                                backend=self.backend, name=f"res_{i}")(h, train=train)
 
         for i, f in enumerate(self.decoder_features):
             h = layers.ResBlockUp(f, kinit, binit, self.dtype, self.fused_resampling,
-                                 name=f"dec_{i}")(h, train=train)
+                                 self.backend, name=f"dec_{i}")(h, train=train)
             h = layers.instance_norm(f"dec_norm_{i}")(h)
 
         # The last conv is plain: zero padding, no spectral norm (as released).
-        out = layers.PlainConv(3, 3, kinit, binit, self.dtype, name="conv_end")(h)
+        out = layers.PlainConv(3, 3, kinit, binit, self.dtype, self.backend, name="conv_end")(h)
         return out.astype(jnp.float32)
 
 

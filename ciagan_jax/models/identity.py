@@ -13,14 +13,13 @@ Two forms, chosen by config:
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ciagan_jax import platform
+from ciagan_jax.backends import plain
 from ciagan_jax.models import layers
 
 Array = jax.Array
@@ -32,13 +31,13 @@ def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
 
 
 class _Conv(nn.Module):
-    """Bias-free zero-padded conv with `nn.Conv`'s variables ('kernel', same init);
-    its backward pass computes the kernel gradient first (`layers.weight_grad_first`)."""
+    """Bias-free zero-padded conv with `nn.Conv`'s variables ('kernel', same init)."""
 
     features: int
     kernel_size: int
     stride: int = 1
     dtype: jnp.dtype | None = None
+    backend: plain.Backend = plain.PLAIN
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -46,76 +45,40 @@ class _Conv(nn.Module):
         kernel = self.param("kernel", layers.torch_default_kernel_init,
                             (k, k, x.shape[-1], self.features), jnp.float32)
         dtype = self.dtype or x.dtype
-        conv = functools.partial(layers.padded_conv, stride=self.stride, pad=k // 2)
-        return layers.weight_grad_first(conv, x.astype(dtype), kernel.astype(dtype))
-
-
-def _conv(features: int, kernel: int, stride: int, name: str, dtype) -> _Conv:
-    return _Conv(features, kernel, stride, dtype, name=name)
+        return self.backend.conv(x.astype(dtype), kernel.astype(dtype), self.stride,
+                                 padding=k // 2)
 
 
 class BasicBlock(nn.Module):
     features: int
     stride: int = 1
     dtype: jnp.dtype | None = None
+    backend: plain.Backend = plain.PLAIN  # How convs run (see ciagan_jax.backends).
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
-        # Conv inputs stored behind `layers.materialize` in training: XLA
-        # otherwise redoes the batch-norm maths inside the weight-gradient
-        # transposes (release identity step 12.2 -> 11.0 s on 2 vCPUs).
-        stored = layers.materialize if train else (lambda v: v)
-        x = stored(x)
-        out = _conv(self.features, 3, self.stride, "conv1", self.dtype)(x)
-        out = stored(nn.relu(_batch_norm(train, "bn1")(out)))
-        out = _conv(self.features, 3, 1, "conv2", self.dtype)(out)
+        def conv(kernel: int, stride: int, name: str) -> _Conv:
+            return _Conv(self.features, kernel, stride, self.dtype, self.backend, name=name)
+
+        x = self.backend.conv_input(x, train=train)
+        out = conv(3, self.stride, "conv1")(x)
+        out = self.backend.conv_input(nn.relu(_batch_norm(train, "bn1")(out)), train=train)
+        out = conv(3, 1, "conv2")(out)
         out = _batch_norm(train, "bn2")(out)
         if self.stride != 1 or x.shape[-1] != self.features:
-            x = _conv(self.features, 1, self.stride, "shortcut_conv", self.dtype)(x)
+            x = conv(1, self.stride, "shortcut_conv")(x)
             x = _batch_norm(train, "shortcut_bn")(x)
         return nn.relu(out + x)
-
-
-def _recomputed(block: BasicBlock, x: Array) -> Array:
-    """`block(x, train=True)` that stores only `x`; the backward pass reruns the block.
-
-    Not `nn.remat`: XLA's CPU pipeline drops remat's optimization barrier and
-    CSE merges the rerun back into the forward pass, so nothing is freed. Here
-    the rerun's inputs pass `layers.after` the incoming cotangent, so it can
-    neither be merged nor scheduled before the backward pass reaches it.
-    """
-    def run(mdl: BasicBlock, v: Array) -> Array:
-        return mdl(v, train=True)
-
-    def fwd(mdl: BasicBlock, v: Array):
-        return mdl(v, train=True), (mdl.variables, v)
-
-    def bwd(res, y_t: Array):
-        variables, v = layers.after(y_t, res)
-        # Batch norm normalises with the batch's own statistics in training,
-        # so the rerun equals the forward pass; its running-stat update is dropped.
-        rerun = lambda params, v: block.clone(parent=None).apply(
-            {**variables, "params": params}, v, train=True, mutable=["batch_stats"])[0]
-        params_t, v_t = jax.vjp(rerun, variables["params"], v)[1](y_t)
-        # The input gradient moves on only once the first batch norm's bias
-        # gradient (a reduction of this block's cotangents, the last formed)
-        # exists: XLA's CPU scheduler otherwise leaves batch norm's parameter
-        # gradients to the end of the step and holds the cotangents they reduce
-        # until then (release identity step alone: 1.48 -> 1.26 GiB of
-        # temporaries; waiting on every parameter gradient measured 1.45).
-        return {"params": params_t}, layers.after(params_t["bn1"]["bias"], v_t)
-
-    return nn.custom_vjp(run, fwd, bwd)(block, x)
 
 
 class ResNetIdentity(nn.Module):
     """Release identity network; output (N, out_features) is the embedding.
 
-    `recompute_stages`: in training on CPU (with the CPU tuning on), the
-    blocks of this many leading stages keep only their input for the backward
-    pass and rerun their forward pass there. The 128x128 and 64x64 stages hold
-    most of the activations: at release settings 2 stages take the training
-    iteration's temporaries from 2.3 to 1.6 GiB for ~1.5 s more per step.
+    `recompute_stages`: in training, the blocks of this many leading stages
+    go through `backend.recompute`. The CPU backend keeps only their input
+    for the backward pass and reruns their forward pass there (the 128x128
+    and 64x64 stages hold most of the activations, so memory falls for a
+    little more time per step); the plain backend runs them as they are.
     """
 
     out_features: int
@@ -124,18 +87,19 @@ class ResNetIdentity(nn.Module):
     hidden_features: int = 1024
     dtype: jnp.dtype | None = None
     recompute_stages: int = 0
+    backend: plain.Backend = plain.PLAIN  # How convs run (see ciagan_jax.backends).
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
         h = x.astype(self.dtype) if self.dtype else x
-        h = _conv(self.stage_features[0], 3, 1, "conv1", self.dtype)(h)
+        h = _Conv(self.stage_features[0], 3, 1, self.dtype, self.backend, name="conv1")(h)
         h = nn.relu(_batch_norm(train, "bn1")(h))
         for s, (f, n) in enumerate(zip(self.stage_features, self.blocks_per_stage)):
             for b in range(n):
                 stride = 2 if (s > 0 and b == 0) else 1
-                block = BasicBlock(f, stride, self.dtype, name=f"layer{s + 1}_{b}")
-                if train and s < self.recompute_stages and platform.cpu_tuning_enabled():
-                    h = _recomputed(block, h)
+                block = BasicBlock(f, stride, self.dtype, self.backend, name=f"layer{s + 1}_{b}")
+                if train and s < self.recompute_stages:
+                    h = self.backend.recompute(block, h)
                 else:
                     h = block(h, train=train)
         h = jnp.mean(h.astype(jnp.float32), axis=(1, 2))

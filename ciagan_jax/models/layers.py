@@ -6,23 +6,26 @@ the release (PyTorch `nn.utils.spectral_norm`) stores both singular vectors
 without iterating. `nn.SpectralNorm` keeps only `u` and always iterates, so
 imported release checkpoints would be several percent off. Storing both
 vectors in a `spectral` collection reproduces PyTorch in train and eval.
+
+Convolutions come from the injected `backend` (plain `lax` convs by default;
+`ciagan_jax.backends.xla_cpu` on the CPU), so the layers here read as the
+paper's and compute the same function on every backend.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.custom_derivatives import SymbolicZero
 
-from ciagan_jax import platform
+from ciagan_jax.backends import plain
 
 Array = jax.Array
 Initializer = Callable[..., Array]
+ConvFn = Callable[..., Array]  # (x NHWC, kernel HWIO, stride=1, padding=0) -> NHWC.
 
 SPECTRAL = "spectral"  # Variable collection holding the power-iteration vectors.
 _SN_EPS = 1e-12
@@ -72,8 +75,8 @@ class SpectralNormKernel(nn.Module):
     Returns (kernel, bias, 1 / sigma) rather than the divided kernel: the
     caller applies the scale on whichever side of the conv is smaller (see
     `conv_resample`). Dividing a 3x3x256x256 kernel costs two passes over
-    2.4 MB, scaling its 16x4x4x256 output costs nothing inside the bias add;
-    on every call this was ~20 ms of the generator's 37 ms at batch 1.
+    2.4 MB on every call, while scaling its 16x4x4x256 output costs nothing
+    inside the bias add.
     """
 
     features: int
@@ -105,197 +108,6 @@ class SpectralNormKernel(nn.Module):
             u_var.value, v_var.value = u, v
         sigma = v @ (w @ u)
         return kernel, bias, 1.0 / sigma
-
-
-_DN = ("NHWC", "HWIO", "NHWC")
-
-
-def _lax_conv(x: Array, kernel: Array, stride: int = 1) -> Array:
-    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "VALID",
-                                        dimension_numbers=_DN)
-
-
-def _conv(x: Array, kernel: Array, stride: int = 1) -> Array:
-    if stride == 2 and kernel.shape[0] == kernel.shape[1] and kernel.shape[0] % 2 == 0:
-        conv = _stride2_conv
-    elif stride == 1 and kernel.shape[-1] < _FEW_OUTPUTS and kernel.shape[0] * kernel.shape[1] > 1:
-        conv = _few_output_conv
-    else:
-        conv = functools.partial(_lax_conv, stride=stride)
-    return weight_grad_first(conv, x, kernel)
-
-
-# Below this many output channels a conv underfills XLA's CPU conv kernels
-# (the generator's last 16 -> 3 conv at 128x128 ran at 14 GFLOP/s).
-_FEW_OUTPUTS = 8
-
-
-def _per_tap_conv(x: Array, kernel: Array) -> Array:
-    """VALID stride-1 conv as one matmul to every tap's outputs, then shifted sums.
-
-    (M, in) @ (in, kh * kw * out) runs at matmul speed when `out` is small,
-    and the shifted sum of kh * kw thin maps is one elementwise pass.
-    """
-    kh, kw, cin, cout = kernel.shape
-    n, h, w, _ = x.shape
-    ho, wo = h - kh + 1, w - kw + 1
-    taps = x.reshape(-1, cin) @ kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)
-    taps = taps.reshape(n, h, w, kh, kw, cout)
-    return sum(taps[:, i:i + ho, j:j + wo, i, j] for i in range(kh) for j in range(kw))
-
-
-@jax.custom_vjp
-def _few_output_conv(x: Array, kernel: Array) -> Array:
-    """`_lax_conv(x, kernel)` for convs with few output channels (16 -> 3 at
-    128x128: 15.6 -> 2.9 ms); gradients are XLA's own conv gradients."""
-    return _per_tap_conv(x, kernel)
-
-
-def _few_output_conv_fwd(x: Array, kernel: Array):
-    return _per_tap_conv(x, kernel), (x, kernel)
-
-
-def _few_output_conv_bwd(res, g: Array):
-    x, kernel = res
-    return jax.vjp(_lax_conv, x, kernel)[1](g)
-
-
-_few_output_conv.defvjp(_few_output_conv_fwd, _few_output_conv_bwd)
-
-
-def _stride2_phase_kernel(kernel: Array) -> Array:
-    """(2T, 2T, in, out) kernel -> (T, T, out, 4 * in): its stride-2 conv's input gradient
-    as a stride-1 conv, one group of `in` output channels per pixel phase (a, b).
-
-    Input pixel 2i + a receives g[i - t] * K[2t + a] for t < T: per phase a
-    correlation of g with every other tap, flipped.
-    """
-    t = kernel.shape[0] // 2
-    kt = jnp.swapaxes(kernel, 2, 3)  # (2T, 2T, out, in)
-    rows = []
-    for sy in range(t):
-        cols = []
-        for sx in range(t):
-            ky, kx = 2 * (t - 1 - sy), 2 * (t - 1 - sx)
-            cols.append(jnp.concatenate([kt[ky + a, kx + b] for a in (0, 1) for b in (0, 1)],
-                                        axis=-1))
-        rows.append(jnp.stack(cols))
-    return jnp.stack(rows)
-
-
-@jax.custom_vjp
-def _stride2_conv(x: Array, kernel: Array) -> Array:
-    """VALID stride-2 conv with an even square kernel (the fused conv + avg-pool).
-
-    Same function as `_lax_conv(x, kernel, 2)`; only the input gradient is
-    computed differently. XLA's CPU backend runs the transposed (input-
-    dilated) convolution of a strided conv's gradient at a third of its
-    forward speed; the phase form is a plain stride-1 conv with the same
-    FLOPs (measured at 32x130x130x64 -> 128: 305 -> 195 ms).
-    """
-    return _lax_conv(x, kernel, 2)
-
-
-def _stride2_conv_fwd(x: Array, kernel: Array):
-    return _lax_conv(x, kernel, 2), (x, kernel)
-
-
-def _stride2_conv_bwd(res, g: Array):
-    x, kernel = res
-    n, h, w, c = x.shape
-    t = kernel.shape[0] // 2
-    ho, wo = g.shape[1], g.shape[2]
-    hh, wh = (h + 1) // 2, (w + 1) // 2
-    gp = jnp.pad(g, ((0, 0), (t - 1, hh - ho), (t - 1, wh - wo), (0, 0)))
-    dx = _lax_conv(gp, _stride2_phase_kernel(kernel).astype(g.dtype))  # (n, hh, wh, 4c)
-    dx = dx.reshape(n, hh, wh, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * hh, 2 * wh, c)
-    dx = dx[:, :h, :w].astype(x.dtype)
-    _, kernel_vjp = jax.vjp(lambda k: _lax_conv(x, k, 2), kernel)
-    return dx, kernel_vjp(g)[0]
-
-
-_stride2_conv.defvjp(_stride2_conv_fwd, _stride2_conv_bwd)
-
-
-def materialize(x):
-    """Returns `x` (an array or a pytree of arrays) in buffers of its own that
-    later fusions cannot look through.
-
-    Why: in a backward pass XLA's CPU backend fuses the elementwise producers
-    of a conv's input (batch norm, ReLU, a residual add) into the transpose
-    that lays the input out for the weight-gradient conv, and then evaluates
-    them in transposed order, ~10x slower than transposing a stored tensor
-    (release identity step: 1.9 s of such transposes, 0.35 s with this).
-    A conditional is opaque to fusion; its predicate depends on the data so
-    it is not folded, and both branches return `x` exactly (x * 1.0 == x for
-    every float, NaN included). CPU only: elsewhere a conditional would cost
-    a device-to-host sync and fusion does not have this problem; off, like
-    the other CPU tuning, with ``CIAGAN_KEEP_XLA_FLAGS=1``.
-    """
-    return after(x, x)
-
-
-def after(signal, x):
-    """`x` (a pytree) unchanged, but in buffers of its own that XLA fills only
-    once `signal` exists and cannot fuse through (see `materialize`): an
-    ordering constraint for XLA's CPU scheduler. Identity off the CPU tuning."""
-    if not platform.cpu_tuning_enabled():
-        return x
-    return _after(signal, x)
-
-
-def _after(signal, x):
-    first = jax.tree.leaves(signal)[0].reshape(-1)[0]
-    return jax.lax.cond(first == first, lambda t: t,
-                        lambda t: jax.tree.map(lambda v: v * jnp.asarray(1, v.dtype), t), x)
-
-
-def padded_conv(x: Array, kernel: Array, stride: int = 1, pad: int = 0) -> Array:
-    """Zero-padded NHWC conv (`nn.Conv` with explicit symmetric padding)."""
-    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
-                                        dimension_numbers=_DN)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _weight_grad_first(conv: Callable[[Array, Array], Array], x: Array, kernel: Array) -> Array:
-    return conv(x, kernel)
-
-
-def _weight_grad_first_fwd(conv, x, kernel):
-    # Whether the kernel is differentiated travels as a shape: (1,) or (0,).
-    flag = jnp.zeros((1 if kernel.perturbed else 0,), jnp.float32)
-    return conv(x.value, kernel.value), (x.value, kernel.value, flag)
-
-
-def _weight_grad_first_bwd(conv, res, g):
-    x, kernel, flag = res
-    if isinstance(g, SymbolicZero):
-        g = jnp.zeros(g.shape, g.dtype)
-    g_x, g_kernel = jax.vjp(conv, x, kernel)[1](g)
-    if flag.shape[0] == 0:
-        return g_x, None
-    return _after(g_kernel, g_x), g_kernel
-
-
-_weight_grad_first.defvjp(_weight_grad_first_fwd, _weight_grad_first_bwd, symbolic_zeros=True)
-
-
-def weight_grad_first(conv: Callable[[Array, Array], Array], x: Array, kernel: Array) -> Array:
-    """`conv(x, kernel)`, whose backward pass computes the kernel gradient
-    before it hands the input gradient on.
-
-    Why: XLA's CPU scheduler runs the chain of input gradients first and
-    leaves the weight-gradient convs to the end of the backward pass, so every
-    conv input saved by the forward pass stays alive until then (release
-    identity step: 3.3 GiB of temporaries; 2.2 GiB, and 1 s faster, with this).
-    Gating the input gradient on the kernel gradient frees each saved input
-    as soon as its layer is done. Inert when the kernel is not differentiated
-    (a frozen network has no weight gradient to wait for) and, like the other
-    CPU tuning, off with ``CIAGAN_KEEP_XLA_FLAGS=1`` or on other backends.
-    """
-    if not platform.cpu_tuning_enabled():
-        return conv(x, kernel)
-    return _weight_grad_first(conv, x, kernel)
 
 
 def reflect_pad(x: Array, pad: int) -> Array:
@@ -337,7 +149,7 @@ def _upsample_phase_kernel(kernel: Array) -> Array:
     return jnp.concatenate(phases, axis=-1)  # Phases (0,0), (0,1), (1,0), (1,1).
 
 
-def _upsample_conv3x3(x: Array, kernel: Array) -> Array:
+def _upsample_conv3x3(x: Array, kernel: Array, conv: ConvFn) -> Array:
     """conv3x3(reflect_pad(upsample2(x), 1)) computed at the input resolution.
 
     Reflection padding of a nearest-upsampled map repeats the edge source
@@ -345,8 +157,8 @@ def _upsample_conv3x3(x: Array, kernel: Array) -> Array:
     """
     n, h, w, _ = x.shape
     out = kernel.shape[-1]
-    y = _conv(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge"),
-              _upsample_phase_kernel(kernel))
+    y = conv(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge"),
+             _upsample_phase_kernel(kernel))
     y = y.reshape(n, h + 1, w + 1, 2, 2, out)
     rows = []
     for a in (0, 1):
@@ -355,7 +167,8 @@ def _upsample_conv3x3(x: Array, kernel: Array) -> Array:
 
 
 def conv_resample(x: Array, kernel: Array, bias: Array, resample: str = "none",
-                  fused: bool = True, scale: Array | None = None) -> Array:
+                  fused: bool = True, scale: Array | None = None,
+                  conv: ConvFn = plain.conv) -> Array:
     """Reflection-padded stride-1 conv with optional resampling around it.
 
     resample: 'none'; 'down' = the conv followed by 2x2 average pooling;
@@ -367,6 +180,7 @@ def conv_resample(x: Array, kernel: Array, bias: Array, resample: str = "none",
     a conv is linear in its kernel, so it is applied to the output instead
     when one example's output has fewer elements than the kernel. The rule
     ignores the batch size so an image gets the same rounding in any batch.
+    `conv` is the backend's convolution (`plain.conv`'s signature).
     """
     k = kernel.shape[0]
     if scale is not None:
@@ -376,21 +190,21 @@ def conv_resample(x: Array, kernel: Array, bias: Array, resample: str = "none",
             kernel, scale = kernel * scale.astype(kernel.dtype), None
     kernel = kernel.astype(x.dtype)  # After the scale: bf16 runs round the scaled kernel once.
     if resample == "none":
-        y = _conv(reflect_pad(x, k // 2), kernel)
+        y = conv(reflect_pad(x, k // 2), kernel)
     elif resample == "down":
         if fused and k == 1:
-            y = _conv(avg_pool2(x), kernel)
+            y = conv(avg_pool2(x), kernel)
         elif fused and k == 3:
-            y = _conv(reflect_pad(x, 1), _pool_folded_kernel(kernel), stride=2)
+            y = conv(reflect_pad(x, 1), _pool_folded_kernel(kernel), stride=2)
         else:
-            y = avg_pool2(_conv(reflect_pad(x, k // 2), kernel))
+            y = avg_pool2(conv(reflect_pad(x, k // 2), kernel))
     elif resample == "up":
         if fused and k == 1:
-            y = upsample2(_conv(x, kernel))
+            y = upsample2(conv(x, kernel))
         elif fused and k == 3:
-            y = _upsample_conv3x3(x, kernel)
+            y = _upsample_conv3x3(x, kernel, conv)
         else:
-            y = _conv(reflect_pad(upsample2(x), k // 2), kernel)
+            y = conv(reflect_pad(upsample2(x), k // 2), kernel)
     else:
         raise ValueError(f"resample must be 'none', 'down' or 'up', got {resample!r}")
     if scale is not None:
@@ -411,6 +225,7 @@ class ConvLayer(nn.Module):
     bias_init: Initializer | None = None
     dtype: jnp.dtype | None = None
     fused: bool = True
+    backend: plain.Backend = plain.PLAIN  # Supplies the convolution (see ciagan_jax.backends).
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool, resample: str = "none") -> Array:
@@ -419,15 +234,15 @@ class ConvLayer(nn.Module):
                                                  name="conv2d")(x.shape[-1], update_stats=train)
         dtype = self.dtype or x.dtype
         return conv_resample(x.astype(dtype), kernel, bias.astype(dtype), resample, self.fused,
-                             scale)
+                             scale, conv=self.backend.conv)
 
 
 class PlainConv(nn.Module):
     """Zero-padded stride-1 conv, no spectral norm (the generator's last layer).
 
     Same variables as `nn.Conv` ('kernel' then 'bias', so the same init from
-    the same key); it exists to route the conv through `_conv`, whose
-    few-output form is 5x faster for the 16 -> 3 output conv.
+    the same key); it exists so that the conv is the backend's (the CPU
+    backend runs the 16 -> 3 output conv in its faster few-output form).
     """
 
     features: int
@@ -435,6 +250,7 @@ class PlainConv(nn.Module):
     kernel_init: Initializer = nn.initializers.lecun_normal()
     bias_init: Initializer = nn.initializers.zeros_init()
     dtype: jnp.dtype | None = None
+    backend: plain.Backend = plain.PLAIN
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -443,8 +259,7 @@ class PlainConv(nn.Module):
                             jnp.float32)
         bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
         dtype = self.dtype or x.dtype
-        p = k // 2
-        y = _conv(jnp.pad(x.astype(dtype), ((0, 0), (p, p), (p, p), (0, 0))), kernel.astype(dtype))
+        y = self.backend.conv(x.astype(dtype), kernel.astype(dtype), padding=k // 2)
         return y + bias.astype(dtype)
 
 
@@ -474,16 +289,11 @@ class _Block(nn.Module):
     bias_init: Initializer | None = None
     dtype: jnp.dtype | None = None
     fused: bool = True  # Fold pooling/upsampling into the convs (same function, fewer FLOPs).
-    # Store conv inputs behind `materialize` in training (the critic's five
-    # steps: 17.5 -> 16.9 s in an A/B; in the generator it cost time).
-    materialize_inputs: bool = False
-
-    def stored(self, x: Array, train: bool) -> Array:
-        return materialize(x) if train and self.materialize_inputs else x
+    backend: plain.Backend = plain.PLAIN
 
     def conv(self, kernel_size: int, name: str) -> ConvLayer:
         return ConvLayer(self.features, kernel_size, self.kernel_init, self.bias_init,
-                         self.dtype, self.fused, name=name)
+                         self.dtype, self.fused, self.backend, name=name)
 
 
 class ResBlockDown(_Block):
@@ -491,10 +301,10 @@ class ResBlockDown(_Block):
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
-        x = self.stored(x, train)
+        x = self.backend.conv_input(x, train=train)
         out = self.conv(3, "conv_r1")(nn.relu(x), train=train)
-        out = self.conv(3, "conv_r2")(self.stored(nn.relu(out), train), train=train,
-                                      resample="down")
+        out = self.backend.conv_input(nn.relu(out), train=train)
+        out = self.conv(3, "conv_r2")(out, train=train, resample="down")
         skip = self.conv(1, "conv_l")(x, train=train, resample="down")
         return out + skip
 

@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 
 import ciagan_jax
-from ciagan_jax.io import json_files
+from ciagan_jax.io import digests, json_files
 from ciagan_jax.models import factory
 from ciagan_jax.models.layers import SPECTRAL
 
@@ -90,12 +90,6 @@ class GeneratorBundle:
         return int(self.config.image_size)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _to_numpy_tree(variables: Mapping[str, Any]) -> dict[str, Any]:
@@ -201,7 +195,7 @@ def load_generator(directory: str) -> GeneratorBundle:
     var_path = os.path.join(directory, VARIABLES_FILE)
     if not os.path.isfile(var_path):
         raise ModelFormatError(f"{var_path}: missing")
-    digest = _sha256(var_path)
+    digest = digests.sha256_file(var_path)
     if digest != meta.get("sha256"):
         raise ModelFormatError(
             f"{var_path}: sha256 {digest} does not match {meta.get('sha256')} recorded in "

@@ -1,6 +1,7 @@
 """Orbax checkpoint helpers: one manager per workdir, state + JSON metadata.
 
-Why these choices (../shared/docs/api-notes.md section 4):
+Why these choices (orbax-checkpoint 0.12's behaviour; tests/training/test_train.py
+resumes a SIGKILLed run, ignores a torn tmp directory, restores an 8-device run on one):
 - a checkpoint becomes visible only when orbax renames its `*.orbax-checkpoint-tmp*`
   directory to the step number, so a process killed mid-save leaves a tmp
   directory that `latest_step()` ignores and the previous step restores;

@@ -1,7 +1,8 @@
 """Device mesh, shardings and placement of host batches as global arrays.
 
 One mesh axis, 'data', spans every device of every process (Auto axis type:
-classic jit sharding semantics, see ../shared/docs/api-notes.md section 3).
+classic jit sharding semantics; under Explicit axes, `jax.make_mesh`'s default,
+ops such as `x.T @ x` on a batch-sharded x raise `ShardingTypeError`).
 Parameters are replicated unless `config.mesh.shard_params`, in which case
 arrays with at least `config.mesh.shard_min_size` elements are split over
 'data' along their largest dimension divisible by the device count
@@ -21,9 +22,20 @@ PyTree = Any
 DATA_AXIS = "data"
 
 
-def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh with the 'data' axis over `devices` (default: all devices)."""
-    devices = jax.devices() if devices is None else devices
+def make_mesh(devices: list[jax.Device] | None = None,
+              config: ml_collections.ConfigDict | None = None) -> Mesh:
+    """A 1-D mesh with the 'data' axis over `devices` (default: all devices).
+
+    `config.mesh.data` sets the axis size: -1 (default) takes every device,
+    n > 0 the first n (which must exist).
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    size = int(config.mesh.get("data", -1)) if config is not None and "mesh" in config else -1
+    if size == 0 or size < -1 or size > len(devices):
+        raise ValueError(f"config.mesh.data={size}: the 'data' axis needs between 1 and "
+                         f"{len(devices)} devices here (-1: all)")
+    if size > 0:
+        devices = devices[:size]
     return Mesh(np.array(devices), (DATA_AXIS,),
                 axis_types=(jax.sharding.AxisType.Auto,))
 

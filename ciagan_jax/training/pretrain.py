@@ -188,7 +188,7 @@ def pretrain_identity(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ValueError(f"pretrain.batch_size must be even (pairs), got {p.batch_size}")
     out_dir = pretrain_dir(config, workdir)
     os.makedirs(workdir, exist_ok=True)
-    mesh = mesh_lib.make_mesh()
+    mesh = mesh_lib.make_mesh(config=config)
     mesh_lib.check_batch_divisible(p.batch_size, mesh)
     writer = metric_writers.create_default_writer(os.path.join(workdir, os.path.basename(out_dir) + "_logs"),
                                                   just_logging=jax.process_index() > 0)

@@ -8,20 +8,24 @@ pair batches, stacked on a leading axis (K, B, ...) in the order they are used:
                   batches[I + 2j + 1] (real)  real face (+ its landmark image)
   generator steps batches[I + 2C : K]         GAN + identity guidance
 
-Every sub-step is unrolled in Python inside ONE `jax.jit`: measured on this
-CPU a `lax.scan` over the critic steps made the release iteration 50x slower
-(../shared/docs/api-notes.md section 10). Nothing leaves the device between
+Every sub-step is unrolled in Python inside ONE `jax.jit`: on XLA's CPU
+backend a `lax.scan` over the critic steps makes the iteration many times
+slower (README, Performance). Nothing leaves the device between
 sub-steps. As in the release, every network runs in training mode in every
 sub-step, so spectral-norm vectors (and the identity network's batch-norm
 statistics) advance on each forward pass, even of a network whose weights
 are frozen in that sub-step.
+
+How the iteration executes is the networks' backend's business
+(`factory.Networks.backend`, see `ciagan_jax.backends`): its barriers order
+the sub-steps and its `generator_value_and_grad` differentiates the
+generator loss; the plain backend adds nothing to the maths written here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -32,8 +36,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ciagan_jax import losses
-from ciagan_jax import platform
-from ciagan_jax.models import factory, layers
+from ciagan_jax.backends import plain
+from ciagan_jax.models import factory
 from ciagan_jax.models.generator import composite, generator_input
 from ciagan_jax.training import mesh as mesh_lib
 from ciagan_jax.training.state import NetState, Optimizers, TrainState, make_optimizers
@@ -41,6 +45,10 @@ from ciagan_jax.training.state import NetState, Optimizers, TrainState, make_opt
 Array = jax.Array
 Batch = Mapping[str, Array]
 Metrics = dict[str, Array]
+
+# The generator's identity term: the paper's contrastive pull toward the
+# control identity, or FALCO's margin |cos(E(anonymized), E(source)) - m|.
+IDENTITY_LOSSES = ("contrastive", "margin")
 
 # Pair-batch fields the iteration reads, with their per-example rank.
 PAIR_FIELDS = ("image", "partner_image", "landmarks", "partner_landmarks", "mask",
@@ -59,6 +67,8 @@ class IterationSpec:
     gp_weight: float
     contrastive_margin: float
     identity_embedding_norm: str
+    identity_loss: str
+    identity_margin: float
     identity_weight: float
     identity_guidance: str
     generator_input: str
@@ -73,6 +83,8 @@ class IterationSpec:
                    generator_steps=int(s.generator_steps), gan=l.gan, lsgan_form=l.lsgan_form,
                    gp_weight=float(l.gp_weight), contrastive_margin=float(l.contrastive_margin),
                    identity_embedding_norm=str(l.get("identity_embedding_norm", "none")),
+                   identity_loss=str(l.get("identity", "contrastive")),
+                   identity_margin=float(l.get("identity_margin", 0.0)),
                    identity_weight=float(l.identity_weight),
                    identity_guidance=m.identity_guidance, generator_input=m.generator_input,
                    identity_masked=bool(m.identity.masked),
@@ -89,6 +101,13 @@ class IterationSpec:
         if spec.identity_guidance not in ("siamese", "classification"):
             raise ValueError("model.identity_guidance must be 'siamese' or 'classification', "
                              f"got {spec.identity_guidance!r}")
+        if spec.identity_loss not in IDENTITY_LOSSES:
+            raise ValueError(f"loss.identity must be one of {IDENTITY_LOSSES}, got "
+                             f"{spec.identity_loss!r}")
+        if spec.identity_loss == "margin" and spec.identity_guidance != "siamese":
+            raise ValueError("loss.identity='margin' compares embeddings: it needs "
+                             "model.identity_guidance='siamese', not "
+                             f"{spec.identity_guidance!r}")
         if min(spec.identity_steps, spec.critic_steps, spec.generator_steps) < 0:
             raise ValueError("schedule step counts must be >= 0")
         return spec
@@ -166,16 +185,16 @@ class _Model:
         return self.nets.classifier.apply({"params": i_params["head"]}, emb).astype(jnp.float32)
 
 
-def _update(tx: optax.GradientTransformation, net: NetState, grads,
+def _update(backend: plain.Backend, tx: optax.GradientTransformation, net: NetState, grads,
             new_state) -> tuple[NetState, Array]:
     """Optimizer step; returns the new net state and the gradients' global norm."""
     updates, opt_state = tx.update(grads, net.opt_state, net.params)
     params = optax.apply_updates(net.params, updates)
-    # Stored behind a barrier (CPU only; see `layers.materialize`): otherwise
-    # XLA fuses each step's Adam moments into the next step's update and the
+    # Materialized (a barrier on the CPU backend): otherwise XLA's CPU backend
+    # fuses each step's Adam moments into the next step's update and the
     # grad-norm metric into the iteration's end, keeping every critic step's
-    # raw gradients alive to the last step (10 x 32 MB for one dense kernel).
-    params, opt_state, grad_norm = layers.materialize(
+    # raw gradients alive to the last step.
+    params, opt_state, grad_norm = backend.materialize(
         (params, opt_state, optax.global_norm(grads)))
     return NetState(params, new_state, opt_state), grad_norm
 
@@ -203,7 +222,7 @@ def identity_step(model: _Model, tx, net: NetState, b: Batch) -> tuple[NetState,
         return loss, st
 
     (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(net.params)
-    net, grad_norm = _update(tx, net, grads, new_state)
+    net, grad_norm = _update(model.nets.backend, tx, net, grads, new_state)
     return net, {"identity_loss": loss, "identity_grad_norm": grad_norm}
 
 
@@ -233,35 +252,64 @@ def critic_step(model: _Model, tx, gen: NetState, disc: NetState, fake_b: Batch,
 
     (loss, (new_state, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(disc.params)
     gen = gen.replace(state=g_state)
-    disc, grad_norm = _update(tx, disc, grads, new_state)
+    disc, grad_norm = _update(model.nets.backend, tx, disc, grads, new_state)
     return gen, disc, {"critic_loss": loss, "critic_grad_norm": grad_norm, **aux}
 
 
-def generator_grads(model: _Model, gen: NetState, disc: NetState, ident: NetState,
-                    b: Batch) -> tuple[Array, Array, Array, Any, tuple[Any, Any, Any]]:
-    """Generator loss, its GAN and identity parts, its gradient, and the
-    advanced (generator, critic, identity) network states.
+@dataclasses.dataclass(frozen=True)
+class GeneratorLoss:
+    """The paper's generator objective, as a function of the generator's params:
 
-    The gradient is the autodiff of `gan + identity_weight * id_loss`, taken
-    in explicit pieces so that the two frozen networks run one after the
-    other: the identity network's forward and backward pass first, then the
-    critic's, whose input waits for the identity network's input gradient
-    (`layers.after`). Left to itself, XLA's CPU scheduler ran the critic's
-    forward pass while the identity network's 128x128 activations were held,
-    and that was the training iteration's memory peak. Op by op the pieces
-    are the plain autodiff's arithmetic, to the last bit (tested).
+      L_G = L_gan(c) + identity_weight * L_id(c),   c = composite of G(params)
+
+    `generate`: params -> (composite c, generator state); `gan`: c -> (L_gan,
+    critic state); `identity`: c -> (L_id, identity-network state). The
+    critic and identity network are frozen; their states (spectral and
+    batch-norm statistics) advance as in the release.
     """
-    spec = model.spec
-    fake_image, g_vjp, g_state = jax.vjp(
-        lambda p: model.generate(p, gen.state, b, train=True), gen.params, has_aux=True)
 
-    def gan_loss(fake):
+    generate: Callable[[Any], tuple[Array, Any]]
+    gan: Callable[[Array], tuple[Array, Any]]
+    identity: Callable[[Array], tuple[Array, Any]]
+    identity_weight: float
+
+    def total(self, gan: Array, identity: Array) -> Array:
+        return gan + self.identity_weight * identity
+
+    def __call__(self, params) -> tuple[Array, tuple[Array, Array, tuple[Any, Any, Any]]]:
+        """L_G and (L_gan, L_id, (generator, critic, identity-network states))."""
+        fake, g_state = self.generate(params)
+        gan, d_state = self.gan(fake)
+        identity, i_state = self.identity(fake)
+        return self.total(gan, identity), (gan, identity, (g_state, d_state, i_state))
+
+
+def generator_loss(model: _Model, gen: NetState, disc: NetState, ident: NetState,
+                   b: Batch) -> GeneratorLoss:
+    """`GeneratorLoss` on pair batch `b`: LSGAN/vanilla/WGAN realism of the
+    composite, and identity guidance: toward the partner's identity (the
+    paper's contrastive or classification term), or with `loss.identity =
+    'margin'` FALCO's cosine margin to the source's real face. Both embed with
+    the frozen identity network; the real faces are data, so the gradient
+    reaches the generator through the composite's embedding only."""
+    spec = model.spec
+
+    def generate(params):
+        return model.generate(params, gen.state, b, train=True)
+
+    def gan(fake):
         logits, d_state = model.critic(disc.params, disc.state,
                                        model.critic_input(fake, b["landmarks"]))
         return losses.generator_loss(spec.gan, logits, lsgan_form=spec.lsgan_form), d_state
 
-    def identity_loss(fake):
+    def identity(fake):
+        if not spec.identity_weight:  # The term is off: nothing to compute.
+            return jnp.zeros((), jnp.float32), ident.state
         e_fake, i_state = model.embed(ident.params, ident.state, fake, b["mask"])
+        if spec.identity_loss == "margin":  # Distance from the source's own face, set by m.
+            e_source, i_state = model.embed(ident.params, i_state, b["image"], b["mask"])
+            return losses.identity_margin_loss(e_fake, e_source,
+                                               margin=spec.identity_margin), i_state
         if spec.identity_guidance == "siamese":
             e_real, i_state = model.embed(ident.params, i_state, b["partner_image"],
                                           b["partner_mask"])
@@ -271,19 +319,22 @@ def generator_grads(model: _Model, gen: NetState, disc: NetState, ident: NetStat
         return losses.cross_entropy_loss(model.classify(ident.params, e_fake),
                                          b["partner_identity"]), i_state
 
-    i_state, id_loss = ident.state, jnp.zeros((), jnp.float32)
-    critic_sees = fake_image
-    if spec.identity_weight:
-        id_loss, id_vjp, i_state = jax.vjp(identity_loss, fake_image, has_aux=True)
-        (fake_t_identity,) = id_vjp(jnp.asarray(spec.identity_weight, id_loss.dtype))
-        critic_sees = layers.after(fake_t_identity, fake_image)
-    gan, gan_vjp, d_state = jax.vjp(gan_loss, critic_sees, has_aux=True)
-    (fake_t,) = gan_vjp(jnp.ones_like(gan))
-    if spec.identity_weight:
-        fake_t = fake_t + fake_t_identity
-    (grads,) = g_vjp(fake_t)
-    loss = gan + spec.identity_weight * id_loss
-    return loss, gan, id_loss, grads, (g_state, d_state, i_state)
+    return GeneratorLoss(generate, gan, identity, spec.identity_weight)
+
+
+def generator_grads(model: _Model, gen: NetState, disc: NetState, ident: NetState,
+                    b: Batch) -> tuple[Array, Array, Array, Any, tuple[Any, Any, Any]]:
+    """L_G, its GAN and identity parts, its gradient in the generator's params,
+    and the advanced (generator, critic, identity) network states.
+
+    The gradient is `jax.value_and_grad` of `generator_loss` on the plain
+    backend; the CPU backend computes the same gradient in an order that
+    saves memory (`xla_cpu.ordered_generator_value_and_grad`, tested equal).
+    """
+    loss_fn = generator_loss(model, gen, disc, ident, b)
+    (loss, (gan, id_loss, states)), grads = model.nets.backend.generator_value_and_grad(
+        loss_fn, gen.params)
+    return loss, gan, id_loss, grads, states
 
 
 def generator_step(model: _Model, tx, gen: NetState, disc: NetState, ident: NetState,
@@ -291,7 +342,7 @@ def generator_step(model: _Model, tx, gen: NetState, disc: NetState, ident: NetS
     """One generator step: GAN loss + identity guidance toward the partner."""
     loss, gan, id_loss, grads, (g_state, d_state, i_state) = generator_grads(
         model, gen, disc, ident, b)
-    gen, grad_norm = _update(tx, gen, grads, g_state)
+    gen, grad_norm = _update(model.nets.backend, tx, gen, grads, g_state)
     metrics = {"generator_loss": loss, "generator_gan_loss": gan,
                "generator_identity_loss": id_loss, "generator_grad_norm": grad_norm}
     return gen, disc.replace(state=d_state), ident.replace(state=i_state), metrics
@@ -323,12 +374,12 @@ def train_iteration(state: TrainState, batches: Batch, *, nets: factory.Networks
 
     # Each sub-step's batch waits for the previous sub-step's last output (its
     # gradient norm), so XLA's CPU scheduler cannot start a sub-step early and
-    # hold its activations alongside another's (see `layers.after`).
+    # hold its activations alongside another's (the backend's barrier).
     done = None
 
     def take(i: int) -> Batch:
         b = {k: v[i] for k, v in batches.items()}
-        return b if done is None else layers.after(done, b)
+        return b if done is None else nets.backend.barrier(done, b)
 
     gen, disc, ident = state.generator, state.discriminator, state.identity
     collected: list[Metrics] = []
@@ -353,44 +404,43 @@ def train_iteration(state: TrainState, batches: Batch, *, nets: factory.Networks
     return new_state, _mean_metrics(collected)
 
 
-def make_train_iteration(config: ml_collections.ConfigDict, mesh: Mesh,
-                         state_sharding: Any) -> Callable[[TrainState, Batch],
-                                                          tuple[TrainState, Metrics]]:
+def make_train_iteration(config: ml_collections.ConfigDict, mesh: Mesh, state_sharding: Any,
+                         backend: plain.Backend | None = None
+                         ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """`train_iteration` jitted once with explicit shardings; the state is donated.
 
     Batches must be (K, B, ...) global arrays sharded over 'data' on axis 1
-    (see `put_iteration_batches`); metrics come back replicated.
+    (see `put_iteration_batches`); metrics come back replicated. `backend`
+    defaults to `factory.default_backend()`.
     """
-    fn = functools.partial(train_iteration, nets=factory.build_networks(config),
+    backend = backend or factory.default_backend()
+    fn = functools.partial(train_iteration, nets=factory.build_networks(config, backend),
                            txs=make_optimizers(config), spec=IterationSpec.from_config(config))
     return jax.jit(fn, in_shardings=(state_sharding, stacked_batch_sharding(mesh)),
                    out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
-                   donate_argnums=(0,), compiler_options=training_compiler_options(config))
+                   donate_argnums=(0,),
+                   compiler_options=training_compiler_options(config, backend))
 
 
-def compile_iteration(iteration: Any, state: TrainState, batches: Batch) -> Any:
+def compile_iteration(iteration: Any, state: TrainState, batches: Batch,
+                      backend: plain.Backend | None = None) -> Any:
     """`iteration` (from `make_train_iteration`) compiled ahead of time for these
-    arguments' shapes and shardings, with JAX's tracing caches emptied after.
+    arguments' shapes and shardings; then the backend's `release_compile_memory`
+    (the CPU backend empties JAX's tracing caches and hands freed heap back).
 
-    Why: once the release-settings iteration is compiled, JAX's trace and
-    lowering caches still hold ~0.3 GB of host memory that the compiled
-    program never needs again (measured; the program itself is ~0.5 GB),
-    and the compiler's freed heap stays mapped: the first iteration then ran
-    on top of it, and the process peaked at 5.2 GB instead of 3.8 GB.
-    Emptying the caches is global: other jitted functions simply retrace on
-    their next call. The result accepts only arguments like the ones given;
-    a training loop's state and batches always are.
+    The result accepts only arguments like the ones given; a training loop's
+    state and batches always are.
     """
     compiled = iteration.lower(state, batches).compile()
-    jax.clear_caches()
-    gc.collect()
-    platform.release_free_host_memory()
+    (backend or factory.default_backend()).release_compile_memory()
     return compiled
 
 
-def training_compiler_options(config: ml_collections.ConfigDict) -> dict[str, str] | None:
-    """The CPU backend's options for the training programs (None elsewhere)."""
-    return platform.training_compiler_options(bool(config.get("cpu_memory_schedule", True)))
+def training_compiler_options(config: ml_collections.ConfigDict,
+                              backend: plain.Backend | None = None) -> dict[str, str] | None:
+    """The backend's options for the training programs (the CPU backend's; None for plain)."""
+    return (backend or factory.default_backend()).training_compiler_options(
+        bool(config.get("cpu_memory_schedule", True)))
 
 
 def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:

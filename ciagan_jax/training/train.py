@@ -15,14 +15,13 @@ import time
 from typing import Any, Callable, Iterator, Mapping
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 
-from ciagan_jax import platform as platform_lib
 from ciagan_jax.data import identity_slots
+from ciagan_jax.models import factory
 from ciagan_jax.training import checkpoint as ckpt_lib
 from ciagan_jax.training import mesh as mesh_lib
 from ciagan_jax.training import state as state_lib
@@ -108,18 +107,36 @@ def _write_png(path: str, grid: np.ndarray) -> None:
     Image.fromarray(np.round(np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(path)
 
 
+def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, int | float | str | bool]:
+    """Every config field as `dotted.name: value` (sequences and None as text), for TensorBoard."""
+    out: dict[str, int | float | str | bool] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, (ml_collections.ConfigDict, dict)):
+                walk(name + ".", value)
+            elif isinstance(value, (int, float, str, bool)):
+                out[name] = value
+            else:
+                out[name] = repr(value)
+
+    walk("", config)
+    return out
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
     """Trains CIAGAN for `config.num_train_steps` iterations in `workdir`; returns the state.
 
     Writes TensorBoard events + logs (process 0), `checkpoints/<step>` every
     `checkpoint_every_steps` and at the end, `samples/step_<step>.png`
-    every `sample_every_steps`, and (with `eval_every_steps`) held-out
-    detection / dlib Recall@1 / FID curves (`evaluation.in_training`). Raises NonFiniteLossError on a NaN/Inf loss.
+    every `sample_every_steps`, and runs the `config.evals` evaluators whose
+    `every` is due (held-out curves, `evaluation.evaluators`). Raises NonFiniteLossError on a NaN/Inf loss.
     """
     workdir = os.path.abspath(os.fspath(workdir))
     os.makedirs(workdir, exist_ok=True)
     num_trained = identity_slots.resolve_num_identities(config)
-    mesh = mesh_lib.make_mesh()
+    mesh = mesh_lib.make_mesh(config=config)
     mesh_lib.check_batch_divisible(config.batch_size, mesh)
     k_batches = steps_lib.batches_per_iteration(config)
     local_batch = config.batch_size // jax.process_count()
@@ -144,8 +161,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         for name in ("generator", "discriminator", "identity"):
             logging.info("%s parameters:\n%s", name, parameter_overview.get_parameter_overview(
                 getattr(state, name).params))
-        writer.write_hparams({k: v for k, v in config.to_dict().items()
-                              if isinstance(v, (int, float, str, bool))})
+        writer.write_hparams(flat_hparams(config))
 
     train_it = make_pair_iterator(config, split=config.data.train_split,
                                   batch_size=config.batch_size,
@@ -156,13 +172,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                                          batch_size=sample_rows * jax.process_count(),
                                          seed=config.seed + 1,
                                          start_step=0, train=False))
-    train_fn = steps_lib.make_train_iteration(config, mesh, shardings)
+    backend = factory.default_backend()
+    train_fn = steps_lib.make_train_iteration(config, mesh, shardings, backend)
     sample_fn = steps_lib.make_sample_fn(config)
-    eval_every = int(config.get("eval_every_steps", 0) or 0)
-    held_out = None
-    if eval_every and jax.process_index() == 0:
-        from ciagan_jax.evaluation import in_training  # pylint: disable=g-import-not-at-top
-        held_out = in_training.HeldOutEvaluator(config, workdir, num_trained)
+    from ciagan_jax.evaluation import evaluators as evaluators_lib  # pylint: disable=g-import-not-at-top
+    evaluators = []
+    if jax.process_index() == 0:  # Held-out curves; the other processes only train.
+        evaluators = [e for e in evaluators_lib.build(config, workdir, num_trained) if e.every]
     report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                              writer=writer, every_steps=config.log_every_steps)
     pairs_per_iteration = config.batch_size * k_batches
@@ -183,7 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                                                 f"{config.data.dir} ({config.data.train_split})")
                 batches = steps_lib.put_iteration_batches(local, mesh)
                 if step == initial_step + 1:
-                    train_fn = steps_lib.compile_iteration(train_fn, state, batches)
+                    train_fn = steps_lib.compile_iteration(train_fn, state, batches, backend)
                 state, metrics = train_fn(state, batches)
                 del local, batches  # Not held through the next step's input wait.
             # Check the previous step's values while this one runs (no stall).
@@ -192,9 +208,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                 _check_finite(window[-1], s, manager)
             pending = [(step, metrics)]
             if step == initial_step + 1:
-                # The iteration is compiled by now; give its multi-GB compile
-                # peak back to the OS (release settings: 7.2 -> 2.0 GB resident).
-                platform_lib.release_free_host_memory()
+                # The iteration is compiled by now; give its compile peak back
+                # to the OS, or the resident set stays there for the whole run.
+                backend.release_host_memory()
             report(step)
             is_last = step == config.num_train_steps
             save_now = step % config.checkpoint_every_steps == 0 or is_last
@@ -222,12 +238,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                     if jax.process_index() == 0:
                         writer.write_images(step, {"samples": grid[None]})
                         _write_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
-            if held_out is not None and (step % eval_every == 0 or is_last):
-                with report.timed("held_out_eval"):
-                    variables = jax.device_get({"params": state.generator.params,
-                                                **state.generator.state})
-                    writer.write_scalars(step, held_out(variables, step))
-                    writer.flush()
+            due = [e for e in evaluators if e.due(step, is_last)]
+            if due:
+                variables = jax.device_get({"params": state.generator.params,
+                                            **state.generator.state})
+                for ev in due:
+                    with report.timed(f"eval_{ev.name}"):
+                        writer.write_scalars(step, ev(variables, step, evaluators_lib.training_dir(
+                            workdir, ev.name, step)))
+                writer.flush()
         for s, m in pending:
             _check_finite(jax.device_get(m), s, manager)
     finally:

@@ -1,43 +1,12 @@
-"""Fixtures for the anonymizer tests: a small random-init exported bundle.
+"""Fixtures for the anonymizer tests: a face analyzer and the real photos.
 
-The checks in this folder are about geometry, plumbing and fail-closed
-behaviour, not image quality, so an untrained smoke-size generator serves.
-One bundle (one exported batch size, so one compile) is shared per session.
+The random-init smoke bundle these tests run (`smoke_setup`, `smoke_model`)
+is in tests/conftest.py: tests/test_export.py shares it.
 """
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
-import ciagan_jax  # noqa: F401
-import jax
 import pytest
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT))
-
-from configs import smoke  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def smoke_setup(tmp_path_factory):
-    """(config, variables, export dir) of a random-init smoke generator."""
-    from ciagan_jax import export
-    from ciagan_jax.models import factory
-
-    config = smoke.get_config()
-    variables = jax.device_get(factory.init_generator(config, jax.random.key(0)))
-    out = tmp_path_factory.mktemp("bundle") / "smoke_bundle"
-    export.export_bundle(str(out), config, variables, batch_sizes=(4,))
-    return config, variables, out
-
-
-@pytest.fixture(scope="session")
-def smoke_model(smoke_setup):
-    from ciagan_jax.anonymize import model
-
-    return model.load_model(str(smoke_setup[2]))
 
 
 @pytest.fixture(scope="session")

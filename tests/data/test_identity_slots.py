@@ -32,7 +32,7 @@ def wild_records(shared_data, wild_subset, tmp_path_factory):
 
 def _smoke(data_dir, **overrides):
     items = [f"data.dir={data_dir}"] + [f"{k}={v}" for k, v in overrides.items()]
-    return load_config("smoke", items)
+    return load_config("release:smoke", items)
 
 
 def test_every_evaluated_control_on_real_held_out_records_is_a_trained_slot(wild_records):

@@ -66,3 +66,11 @@ def celeba_face_masks(celeba_images) -> np.ndarray:
             l, t, r, b = w // 4, h // 4, 3 * w // 4, 3 * h // 4
         masks[i, max(t, 0):min(b, h), max(l, 0):min(r, w)] = 1.0
     return masks
+
+
+@pytest.fixture(scope="session")
+def pixel8_images(celeba_images, celeba_face_masks) -> np.ndarray:
+    """(150, 218, 178, 3) uint8: pixelization 8x8 in the face boxes (detection and recall tests)."""
+    from ciagan_jax.evaluation import baselines, detection
+    out = baselines.pixelate(celeba_images.astype(np.float32) / 255.0, celeba_face_masks, grid=8)
+    return detection.to_uint8_batch(np.asarray(out))

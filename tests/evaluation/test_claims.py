@@ -97,7 +97,7 @@ def records(shared_data, wild_subset, tmp_path_factory):
 
 
 def _smoke(data_dir, *items):
-    config = load_config("smoke", [f"data.dir={data_dir}", *items])
+    config = load_config("release:smoke", [f"data.dir={data_dir}", *items])
     from ciagan_jax.data import identity_slots
 
     identity_slots.resolve_num_identities(config)
@@ -261,14 +261,14 @@ def test_bundle_command_writes_the_sections_and_refuses_bad_inputs(records, bund
 def test_evaluate_mode_switches_run_the_sections_for_a_checkpoints_generator(records, tmp_path):
     import jax
 
-    from ciagan_jax.evaluation import checkpoint_eval
+    from ciagan_jax.evaluation import checkpoint_eval, evaluators
     from ciagan_jax.models import factory
 
     data, manifest = records
     config = _smoke(data, "eval.diversity=True", "eval.landmark_attack=True", "eval.diversity_sources=1")
     assert checkpoint_eval.claim_parts(config) == ["landmark_attack", "diversity"]
     with pytest.raises(FileNotFoundError, match="pretrain_landmark_attack"):
-        checkpoint_eval.evaluate_checkpoint(config, str(tmp_path))  # Before any other work.
+        evaluators.evaluate_checkpoint(config, str(tmp_path))  # Before any other work.
     variables = jax.device_get(factory.init_generator(config, jax.random.key(0)))
     sections = checkpoint_eval.claims_sections(config, str(tmp_path), variables,
                                                manifest["num_train_identities"],

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -36,15 +35,14 @@ def full_run(shared_data, wild_subset, tmp_path_factory, fid_extractor):
     from ciagan_jax.data import preprocess as pp  # pylint: disable=g-import-not-at-top
     from ciagan_jax.models import factory  # pylint: disable=g-import-not-at-top
 
-    sys.path.insert(0, str(REPO_ROOT))
-    from configs import smoke  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.config_loading import load_config  # pylint: disable=g-import-not-at-top
 
     root = tmp_path_factory.mktemp("full_photos")
     src = wild_subset(shared_data, root / "src", SUBSET_IDENTITIES, photos_per_identity=PHOTOS_PER_IDENTITY)
     data = root / "data"
     pp.preprocess(pp.Config(input=str(src), layout="celeba", test_fraction=0.34, seed=0),
                   str(data), workers=1, progress=False)
-    config = smoke.get_config()
+    config = load_config("release:smoke")
     variables = jax.device_get(factory.init_generator(config, jax.random.key(0)))
     bundle = root / "bundle"
     export.export_bundle(str(bundle), config, variables, batch_sizes=(4,))

@@ -246,17 +246,15 @@ def test_bad_pairs_file_exits_2_naming_the_file(tmp_path, capsys):
 
 def test_evaluate_mode_runs_verification_from_the_checkpoint_generator(lfw, tmp_path):
     """--mode=evaluate's hook: off by default; with lfw_pairs set, the checkpoint's generator."""
-    import sys  # pylint: disable=g-import-not-at-top
 
     import jax  # pylint: disable=g-import-not-at-top
 
     from ciagan_jax.evaluation import checkpoint_eval  # pylint: disable=g-import-not-at-top
     from ciagan_jax.models import factory  # pylint: disable=g-import-not-at-top
 
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-    from configs import smoke  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.config_loading import load_config  # pylint: disable=g-import-not-at-top
 
-    config = smoke.get_config()
+    config = load_config("release:smoke")
     variables = factory.init_generator(config, jax.random.key(0))  # untrained: the code path only
     assert config.eval.lfw_pairs == "" and checkpoint_eval.lfw_verification(
         config, variables, 5, str(tmp_path), "ckpt") is None

@@ -20,9 +20,10 @@ def test_ablation_sweep_trains_evaluates_and_tabulates_all_three_configs(celeba_
     root = tmp_path / "ablation"
     sets = [f"data.dir={celeba_sample_records}", "num_train_steps=2",
             "checkpoint_every_steps=2", "sample_every_steps=0", "log_every_steps=1",
-            "eval.detectors=('hog',)", "eval.max_records=8", "eval.baselines=('mask',)",
+            "pretrain.num_steps=2", "pretrain.checkpoint_every_steps=2",
+            "eval.detectors=('hog',)", "evals.report.max_records=8", "eval.baselines=('mask',)",
             "eval.figure_faces=2"]
-    cmd = [sys.executable, "experiments/sweep.py", "experiments/ablation_sweep_smoke.py",
+    cmd = [sys.executable, "experiments/sweep.py", "experiments/ablation_sweep.py:smoke",
            "--root", str(root), "--evaluate"] + [a for s in sets for a in ("--set", s)]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-4000:])
@@ -30,6 +31,8 @@ def test_ablation_sweep_trains_evaluates_and_tabulates_all_three_configs(celeba_
     assert set(rows) == {"siamese", "classification", "faces"}
     for name, row in rows.items():
         assert (root / name / "checkpoints" / "2").is_dir(), name
+        # The paper's siamese variant starts from its Proxy-NCA guide; the ablations do not.
+        assert (root / name / "identity_pretrain").is_dir() == (name == "siamese"), name
         ciagan = row["eval"]["rows"]["ciagan"]
         assert ciagan["n"] == 8 and 0.0 <= ciagan["det_hog"] <= 100.0, name
         assert math.isfinite(ciagan["fid"]), name
@@ -46,7 +49,7 @@ def test_ablation_sweep_trains_evaluates_and_tabulates_all_three_configs(celeba_
 
 def test_sweep_file_with_repeated_names_is_refused(tmp_path):
     f = tmp_path / "bad_sweep.py"
-    f.write_text("def get_sweep():\n    return [{'name': 'a', 'config': 'configs/smoke.py'},"
-                 " {'name': 'a', 'config': 'configs/smoke.py'}]\n")
+    f.write_text("def get_sweep():\n    return [{'name': 'a', 'config': 'configs/release.py:smoke'},"
+                 " {'name': 'a', 'config': 'configs/release.py:smoke'}]\n")
     with pytest.raises(ValueError, match="unique"):
         sweep.load_sweep(str(f))

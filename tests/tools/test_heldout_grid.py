@@ -16,7 +16,7 @@ def test_grid_has_a_row_per_held_out_identity_and_a_column_per_control(celeba_sa
     from ciagan_jax.models import factory
     from ciagan_jax.tools import heldout_grid
 
-    config = load_config("smoke")
+    config = load_config("release:smoke")
     variables = jax.device_get(factory.init_generator(config, jax.random.key(0)))
     export.export_bundle(str(tmp_path / "b"), config, variables, batch_sizes=(4,), num_trained_identities=4)
     m = model.load_model(str(tmp_path / "b"))

@@ -1,18 +1,17 @@
-"""Torch-free import of release generator checkpoints, the generate tool and
-the saved-generator format.
+"""Torch-free import of release generator checkpoints and the generate tool.
 
 The fixture (tests/fixtures/release_generator_w8.pth and its _io.npz) is a
 release-layout generator at 128x128 with widths / 8 and 5 identities, saved
 by torch 2.13 with spectral-norm vectors moved by training steps, plus its
-PyTorch outputs; scripts/make_torch_fixture.py made it.
+PyTorch outputs; scripts/make_torch_fixture.py made it. It is imported with
+the CLI once per session (`imported_dir`, tests/conftest.py), which the
+saved-generator format's tests (tests/models/test_serialization.py) share.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -49,17 +48,6 @@ def _on_grid(images: np.ndarray, index: np.ndarray) -> np.ndarray:
 def release_io() -> dict[str, np.ndarray]:
     with np.load(IO_FILE) as data:
         return {k: data[k] for k in data.files}
-
-
-@pytest.fixture(scope="module")
-def imported_dir(tmp_path_factory) -> pathlib.Path:
-    """The fixture checkpoint imported with the CLI, as a user would."""
-    out = tmp_path_factory.mktemp("imported") / "w8"
-    proc = _run("ciagan_jax.tools.import_torch", "--generator", str(CHECKPOINT),
-                "--num-identities", str(NUM_IDENTITIES), "--output", str(out),
-                "--image-size", "128")
-    assert proc.returncode == 0, proc.stderr
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -185,45 +173,6 @@ def test_cli_rejects_wrong_identity_count_and_non_checkpoints(tmp_path, capsys):
                             "--output", str(tmp_path / "y")])
     assert rc == 1 and str(junk) in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
-
-
-def test_save_load_round_trip_keeps_config_and_variables(bundle, tmp_path):
-    serialization.save_generator(str(tmp_path), bundle.config, bundle.variables,
-                                 source="checkpoint")
-    again = serialization.load_generator(str(tmp_path))
-    assert again.config.to_dict() == bundle.config.to_dict()
-    a = flax.traverse_util.flatten_dict(bundle.variables)
-    b = flax.traverse_util.flatten_dict(again.variables)
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
-    assert json.loads((tmp_path / "model.json").read_text())["source"] == "checkpoint"
-
-
-def test_load_rejects_checksum_mismatch_and_missing_files(imported_dir, tmp_path):
-    bad = tmp_path / "bad"
-    shutil.copytree(imported_dir, bad)
-    payload = bytearray((bad / serialization.VARIABLES_FILE).read_bytes())
-    payload[len(payload) // 2] ^= 0xFF
-    (bad / serialization.VARIABLES_FILE).write_bytes(bytes(payload))
-    with pytest.raises(serialization.ModelFormatError, match=r"generator\.msgpack.*sha256"):
-        serialization.load_generator(str(bad))
-
-    for name in (serialization.CONFIG_FILE, serialization.VARIABLES_FILE,
-                 serialization.META_FILE):
-        missing = tmp_path / f"no_{name}"
-        shutil.copytree(imported_dir, missing)
-        os.remove(missing / name)
-        with pytest.raises(serialization.ModelFormatError, match=name.replace(".", r"\.")):
-            serialization.load_generator(str(missing))
-
-
-def test_load_rejects_variables_that_do_not_fit_the_config(bundle, tmp_path):
-    config = bundle.config.copy_and_resolve_references()
-    config.model.generator.bottleneck_features = 64  # The weights have 32.
-    serialization.save_generator(str(tmp_path), config, bundle.variables)
-    with pytest.raises(serialization.ModelFormatError, match="do not match"):
-        serialization.load_generator(str(tmp_path))
 
 
 def test_generate_rejects_bad_identities_and_shapes(bundle, imported_dir, release_io, tmp_path):

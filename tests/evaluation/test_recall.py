@@ -1,4 +1,5 @@
-"""Recall@1 maths on hand-made embeddings with known answers."""
+"""Recall@1: the maths on hand-made embeddings with known answers, dlib Recall@1
+on the real sample (originals vs pixelization 8x8), and the embedder names."""
 
 from __future__ import annotations
 
@@ -73,3 +74,40 @@ def test_chunked_equals_unchunked_including_ties():
     np.testing.assert_array_equal(full.nearest, d.argmin(axis=1))
 
 
+def test_pnca_embedder_without_config_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        recall.make_embedder(f"pnca:{tmp_path}")
+    with pytest.raises(ValueError, match="unknown embedder"):
+        recall.make_embedder("facenet")
+
+
+# Recall uses every other photo (15 per identity) to keep descriptor time down.
+SUB = slice(0, 150, 2)
+
+
+@pytest.fixture(scope="module")
+def dlib_original(celeba_images, celeba_face_masks):
+    """Gallery descriptors in the HOG face boxes (found for every sampled original)."""
+    emb = recall.DlibEmbedder("hog", 1)
+    boxes = [_box(m) for m in celeba_face_masks[SUB]]
+    e, found, used = emb.embed(celeba_images[SUB], boxes=boxes)
+    return emb, e, used
+
+
+def _box(mask):
+    ys, xs = np.nonzero(mask[..., 0] > 0.5)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def test_dlib_recall_high_on_originals_and_near_chance_after_pixel8(
+        dlib_original, pixel8_images, celeba_ids):
+    embedder, gallery, used = dlib_original
+    ids = celeba_ids[SUB]
+    loo = recall.leave_one_out_recall(gallery, ids)
+    assert loo.total == 75 and loo.recall >= 0.9  # 5 well separated celebrities
+    q, q_found, _ = embedder.embed(pixel8_images[SUB], used)  # original's face box as fallback
+    assert q_found.mean() <= 0.05
+    res = recall.recall_at_1(q, ids, gallery, ids, exclude=np.arange(75))
+    assert res.total == 75
+    chance = 14 / 74  # same-identity share of the gallery with the own original left out
+    assert res.recall <= chance + 0.2, (res.recall, loo.recall)
