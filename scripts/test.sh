@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-exec .venv/bin/python -m pytest -q -ra --durations=15 "$@"
+# Two workers, whole files each: module fixtures (trained runs, records) are built once.
+exec .venv/bin/python -m pytest -q -ra --durations=15 -n 2 --dist loadfile "$@"

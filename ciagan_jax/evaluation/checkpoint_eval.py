@@ -28,9 +28,11 @@ the diversity of nine controls per source (TensorBoard: `eval/claims/*`).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -50,24 +52,32 @@ def ciagan_method(config: ml_collections.ConfigDict, variables: Mapping[str, Any
     Controls: the release's rule over the `num_trained` trained slots; the
     slots used are added to `controls_used` when given.
     """
-    gen = factory.build_generator(config)
-    n = config.num_identities
-    use_face = config.model.generator_input == "face"
-
-    @jax.jit
-    def run(image, landmarks, mask, desired):
-        rep = image if use_face else landmarks
-        out = gen.apply(variables, generator_input(rep, image, mask),
-                        jax.nn.one_hot(desired, n), train=False)
-        return jnp.clip(composite(image, out, mask), 0.0, 1.0)
+    run = _composite_fn(factory.build_generator(config), int(config.num_identities),
+                        config.model.generator_input == "face")
 
     def method(batch: Mapping[str, np.ndarray]) -> np.ndarray:
         desired = identity_slots.next_trained(batch["identity"], num_trained)  # Flat records: -1 -> 0.
         if controls_used is not None:
             controls_used.update(int(v) for v in desired)
-        return np.asarray(run(batch["image"], batch["landmarks"], batch["mask"], desired))
+        return np.asarray(run(variables, batch["image"], batch["landmarks"], batch["mask"],
+                              desired))
 
     return method
+
+
+@functools.lru_cache(maxsize=8)
+def _composite_fn(gen: nn.Module, num_identities: int, use_face: bool):
+    """One jitted composite per generator module: the evaluators of a run (and each
+    held-out evaluation while training) share its compilation; weights are an argument."""
+
+    @jax.jit
+    def run(variables, image, landmarks, mask, desired):
+        rep = image if use_face else landmarks
+        out = gen.apply(variables, generator_input(rep, image, mask),
+                        jax.nn.one_hot(desired, num_identities), train=False)
+        return jnp.clip(composite(image, out, mask), 0.0, 1.0)
+
+    return run
 
 
 DLIB_NETWORK = ("dlib ResNet face descriptor (dlib_face_recognition_resnet_model_v1, "

@@ -15,8 +15,8 @@ sys.path.insert(0, str(REPO / "experiments"))
 import sweep  # noqa: E402  pylint: disable=wrong-import-position
 
 
-def test_ablation_sweep_trains_evaluates_and_tabulates_all_three_configs(celeba_sample_records,
-                                                                          tmp_path):
+def test_ablation_sweep_plans_all_three_configs_and_trains_evaluates_and_tabulates_one(
+        celeba_sample_records, tmp_path):
     root = tmp_path / "ablation"
     sets = [f"data.dir={celeba_sample_records}", "num_train_steps=2",
             "checkpoint_every_steps=2", "sample_every_steps=0", "log_every_steps=1",
@@ -25,26 +25,44 @@ def test_ablation_sweep_trains_evaluates_and_tabulates_all_three_configs(celeba_
             "eval.figure_faces=2"]
     cmd = [sys.executable, "experiments/sweep.py", "experiments/ablation_sweep.py:smoke",
            "--root", str(root), "--evaluate"] + [a for s in sets for a in ("--set", s)]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    # The plan for all three: the paper's configs start from a Proxy-NCA guide, which the
+    # sweep pretrains first; the classification ablation trains its classifier in the loop.
+    plan = subprocess.run(cmd + ["--dry-run"], cwd=REPO, capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    modes = {}
+    for line in plan.stdout.splitlines():
+        if line.startswith("$ "):
+            name = line.split("--workdir=")[1].split()[0].rsplit("/", 1)[-1]
+            modes.setdefault(name, []).append(line.split("--mode=")[1].split()[0])
+            assert ":smoke" in line.split("--config=")[1].split()[0], line
+    assert modes == {"siamese": ["pretrain_identity", "train", "evaluate"],
+                     "classification": ["train", "evaluate"],
+                     "faces": ["pretrain_identity", "train", "evaluate"]}
+
+    # One run for real (each is a few subprocesses of the same code path).
+    r = subprocess.run(cmd + ["--only", "siamese"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-4000:])
     rows = {row["name"]: row for row in json.loads((root / "sweep.json").read_text())}
-    assert set(rows) == {"siamese", "classification", "faces"}
-    for name, row in rows.items():
-        assert (root / name / "checkpoints" / "2").is_dir(), name
-        # The paper's siamese variant starts from its Proxy-NCA guide; the ablations do not.
-        assert (root / name / "identity_pretrain").is_dir() == (name == "siamese"), name
-        ciagan = row["eval"]["rows"]["ciagan"]
-        assert ciagan["n"] == 8 and 0.0 <= ciagan["det_hog"] <= 100.0, name
-        assert math.isfinite(ciagan["fid"]), name
-        assert math.isfinite(row["train"]["generator_loss"]), name
+    assert set(rows) == {"siamese"}
+    assert (root / "siamese" / "checkpoints" / "2").is_dir()
+    assert (root / "siamese" / "identity_pretrain").is_dir()
+    ciagan = rows["siamese"]["eval"]["rows"]["ciagan"]
+    assert ciagan["n"] == 8 and 0.0 <= ciagan["det_hog"] <= 100.0
+    assert math.isfinite(ciagan["fid"])
+    assert math.isfinite(rows["siamese"]["train"]["generator_loss"])
     table = (root / "sweep.md").read_text()
-    assert table.count("\n") == 2 + 3 and "| classification |" in table
+    assert table.count("\n") == 2 + 1 and "| siamese |" in table
 
-    # --collect-only rebuilds the same table from the workdirs without running anything.
+    # --collect-only rebuilds the table from the workdirs without running anything; runs
+    # that never started get a row of dashes.
     (root / "sweep.md").unlink()
-    again = subprocess.run(cmd + ["--collect-only"], cwd=REPO, capture_output=True, text=True)
+    again = subprocess.run(cmd + ["--collect-only", "--only", "siamese"], cwd=REPO,
+                           capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (root / "sweep.md").read_text() == table
+    everything = subprocess.run(cmd + ["--collect-only"], cwd=REPO, capture_output=True, text=True)
+    assert everything.returncode == 0, everything.stderr[-2000:]
+    assert "| faces | - |" in (root / "sweep.md").read_text()
 
 
 def test_sweep_file_with_repeated_names_is_refused(tmp_path):
