@@ -17,3 +17,27 @@ def pair_batch(b: int, s: int, n_ids: int) -> dict:
     return {"image": img(), "partner_image": img(), "mask": mask, "partner_mask": mask,
             "identity": jnp.asarray(ids), "partner_identity": jnp.asarray(partner),
             "same_identity": jnp.asarray((ids == partner).astype(np.float32))}
+
+
+def iteration_inputs(config):
+    """(mesh, state shardings, one iteration's placed batches, fresh_state()) for a
+    synthetic training iteration of `config` at batch 4 on all local devices."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    from ciagan_jax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.training import steps  # pylint: disable=g-import-not-at-top
+
+    mesh = mesh_lib.make_mesh()
+    k = steps.batches_per_iteration(config)
+    pairs = [pair_batch(4, config.image_size, config.num_identities) for _ in range(k)]
+    for i, p in enumerate(pairs):
+        p["landmarks"] = p["partner_image"] * (i + 1) / k
+        p["partner_landmarks"] = p["image"] * (i + 1) / k
+    batches = steps.put_iteration_batches(steps.stack_pair_batches(pairs), mesh)
+    init = lambda r: state_lib.init_train_state(config, r)  # noqa: E731
+    shardings = mesh_lib.state_shardings(jax.eval_shape(init, state_lib.seed_key(0)), mesh,
+                                         config)
+    # The iteration donates its state: each call needs a fresh one.
+    fresh = lambda: jax.jit(init, out_shardings=shardings)(state_lib.seed_key(0))  # noqa: E731
+    return mesh, shardings, batches, fresh
