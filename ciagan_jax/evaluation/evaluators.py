@@ -21,9 +21,10 @@ fields are the type's options. Registered types:
 While training, the due evaluators run on the current generator (process 0)
 and write `heldout/<row>/<metric>` scalars to the workdir's TensorBoard and
 their files to `workdir/eval_during_training/<name>/step_<N>/`.
-`--mode=evaluate` runs every configured evaluator on the latest checkpoint,
-whatever its `every`, into `workdir/eval/` (the report) and
-`workdir/eval/<name>/`, with `eval/<row>/<metric>` scalars.
+`--mode=evaluate` runs the configured evaluators on the latest checkpoint,
+whatever their `every`, into `workdir/eval/` (the report) and
+`workdir/eval/<name>/`, with `eval/<row>/<metric>` scalars; where a `report`
+is configured it stands for fid/detection/recall, whose metrics it holds.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import os
 from typing import Any, Callable, Iterator, Mapping
 
 import ml_collections
+from absl import logging
 
 from ciagan_jax.evaluation import checkpoint_eval, report
 
@@ -216,6 +218,13 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     if not evaluators:
         raise ValueError("config.evals is empty: nothing to evaluate (see "
                          "ciagan_jax/evaluation/evaluators.py for the registered types)")
+    if any(isinstance(ev, Report) for ev in evaluators):
+        # The report computes every Table 2 metric on its records already.
+        skipped = [ev.name for ev in evaluators if isinstance(ev, _Table2Subset)]
+        evaluators = [ev for ev in evaluators if not isinstance(ev, _Table2Subset)]
+        if skipped:
+            logging.info("--mode=evaluate: %s left to training, the report covers them",
+                         ", ".join(skipped))
     checkpoint_eval.check_claims_inputs(config, workdir)  # Before the long work, not after.
     variables, step = load_generator_variables(config, workdir, return_step=True)
     eval_dir = os.path.join(workdir, "eval")

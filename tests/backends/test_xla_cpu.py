@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _synthetic import pair_batch
+from _synthetic import iteration_inputs, pair_batch
 
 from ciagan_jax.backends import plain, xla_cpu
 from ciagan_jax.config_loading import load_config
@@ -366,27 +366,13 @@ def test_cpu_ordered_generator_gradient_compiled_equals_jax_grad_of_the_loss():
     assert _relative_error(grads, want_grads) < 1e-5
 
 
-def _smoke_iteration_inputs(config):
-    from ciagan_jax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-    mesh = mesh_lib.make_mesh()
-    k = steps.batches_per_iteration(config)
-    pairs = [pair_batch(4, config.image_size, config.num_identities) for _ in range(k)]
-    for i, p in enumerate(pairs):
-        p["landmarks"] = p["partner_image"] * (i + 1) / k
-        p["partner_landmarks"] = p["image"] * (i + 1) / k
-    batches = steps.put_iteration_batches(steps.stack_pair_batches(pairs), mesh)
-    init = lambda r: state_lib.init_train_state(config, r)  # noqa: E731
-    shardings = mesh_lib.state_shardings(jax.eval_shape(init, state_lib.seed_key(0)), mesh,
-                                         config)
-    return mesh, shardings, batches, jax.jit(init, out_shardings=shardings)(state_lib.seed_key(0))
-
-
 def test_with_cpu_tuning_off_the_iteration_has_no_custom_vjp_and_no_barrier():
     """The plain backend (GPU/TPU, or CIAGAN_KEEP_XLA_FLAGS=1) lowers the paper's
     maths only; the CPU backend's jaxpr shows both, so the check can fail."""
     config = load_config(os.path.join(REPO, "configs", "release.py:smoke"))
     config.batch_size = 4
-    _, _, batches, state = _smoke_iteration_inputs(config)
+    _, _, batches, fresh = iteration_inputs(config)
+    state = fresh()
 
     def jaxpr(backend) -> str:
         fn = functools.partial(steps.train_iteration, nets=factory.build_networks(config, backend),
@@ -405,7 +391,8 @@ def test_smoke_iteration_trains_with_cpu_tuning_off_like_with_it():
     network updated, and the losses those of the CPU backend's iteration."""
     config = load_config(os.path.join(REPO, "configs", "release.py:smoke"))
     config.batch_size = 4
-    mesh, shardings, batches, fresh = _smoke_iteration_inputs(config)
+    mesh, shardings, batches, fresh_state = iteration_inputs(config)
+    fresh = fresh_state()
     before = jax.device_get(fresh)
     it = steps.make_train_iteration(config, mesh, shardings, plain.PLAIN)
     state, metrics = jax.device_get(it(fresh, batches))
@@ -415,7 +402,7 @@ def test_smoke_iteration_trains_with_cpu_tuning_off_like_with_it():
         old, new = getattr(before, name).params, getattr(state, name).params
         assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old),
                                                             jax.tree.leaves(new))), name
-    _, _, batches, fresh = _smoke_iteration_inputs(config)
+    fresh = fresh_state()
     _, tuned = jax.device_get(steps.make_train_iteration(config, mesh, shardings, CPU)(
         fresh, batches))
     # Each program rounds in its own order, and the identity network's batch

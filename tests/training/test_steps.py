@@ -15,7 +15,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from _synthetic import pair_batch
+from _synthetic import iteration_inputs, pair_batch
 
 from ciagan_jax.config_loading import load_config
 from ciagan_jax.data import pipeline
@@ -27,20 +27,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_ahead_of_time_iteration_equals_the_jitted_one_and_refuses_other_shapes():
-    from ciagan_jax.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
     config = load_config(os.path.join(REPO, "configs", "release.py:smoke"))
     config.batch_size = 4
-    mesh = mesh_lib.make_mesh()
-    k = steps.batches_per_iteration(config)
-    pairs = [pair_batch(4, config.image_size, config.num_identities) for _ in range(k)]
-    for i, p in enumerate(pairs):
-        p["landmarks"] = p["partner_image"] * (i + 1) / k
-        p["partner_landmarks"] = p["image"] * (i + 1) / k
-    batches = steps.put_iteration_batches(steps.stack_pair_batches(pairs), mesh)
-    init = lambda r: state_lib.init_train_state(config, r)  # noqa: E731
-    shardings = mesh_lib.state_shardings(jax.eval_shape(init, state_lib.seed_key(0)), mesh,
-                                         config)
-    fresh = lambda: jax.jit(init, out_shardings=shardings)(state_lib.seed_key(0))  # noqa: E731
+    mesh, shardings, batches, fresh = iteration_inputs(config)
 
     jitted = steps.make_train_iteration(config, mesh, shardings)
     want_state, want = jitted(fresh(), batches)
