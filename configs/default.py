@@ -87,6 +87,7 @@ def paper() -> config_dict.ConfigDict:
     c.data.same_identity_fraction = 0.5  # Share of each batch whose pair shares an identity.
 
     c.model = config_dict.ConfigDict()
+    c.model.family = "ciagan"  # 'ciagan', or a supp. Table 1 baseline: 'pix2pix', 'cyclegan' (configs/pix2pix.py).
     c.model.generator_input = "landmarks"  # 'landmarks' (CIAGAN) or 'face' (ablation "Faces input").
     c.model.identity_guidance = "siamese"  # 'siamese' (contrastive) or 'classification' (ablation).
     c.model.fused_resampling = True  # Fold avg-pool/upsample into the adjacent convs (same maths; the conv runs at the lower resolution).

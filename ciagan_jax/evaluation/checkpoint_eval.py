@@ -50,8 +50,14 @@ def ciagan_method(config: ml_collections.ConfigDict, variables: Mapping[str, Any
     """The generator as an evaluation method: batch dict -> composites in [0, 1].
 
     Controls: the release's rule over the `num_trained` trained slots; the
-    slots used are added to `controls_used` when given.
+    slots used are added to `controls_used` when given. A translation
+    baseline's generator (`config.model.family`) has no control identity:
+    its face is pasted into the same mask.
     """
+    from ciagan_jax.training import translation  # pylint: disable=g-import-not-at-top
+
+    if translation.is_translation(config):
+        return lambda batch: np.asarray(translation.composite_output(config, variables, batch))
     run = _composite_fn(factory.build_generator(config), int(config.num_identities),
                         config.model.generator_input == "face")
 
@@ -63,6 +69,11 @@ def ciagan_method(config: ml_collections.ConfigDict, variables: Mapping[str, Any
                               desired))
 
     return method
+
+
+def model_row(config: ml_collections.ConfigDict) -> str:
+    """The report row of the trained model: 'ciagan', or the baseline family's name."""
+    return config.model.get("family", "ciagan")
 
 
 @functools.lru_cache(maxsize=8)
@@ -154,7 +165,7 @@ def evaluate_variables(config: ml_collections.ConfigDict, workdir: str,
     check_claims_inputs(config, workdir)
     num_trained = identity_slots.resolve_num_identities(config)
     controls_used: set[int] = set()
-    methods = {"ciagan": ciagan_method(config, variables, num_trained, controls_used)}
+    methods = {model_row(config): ciagan_method(config, variables, num_trained, controls_used)}
     methods.update({name: baselines.as_method(name) for name in config.eval.baselines})
     batches = make_eval_iterator(config.data.dir, split=config.data.eval_split,
                                  batch_size=config.eval.batch_size, image_size=config.image_size)

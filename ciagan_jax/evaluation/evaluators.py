@@ -130,9 +130,10 @@ class _Table2Subset(Evaluator):
 
     def __call__(self, variables, step, out_dir, prefix="heldout"):
         ctx, c = self.context, self.context.config
-        ciagan = checkpoint_eval.ciagan_method(c, variables, ctx.num_trained)
+        row = checkpoint_eval.model_row(c)
+        method = checkpoint_eval.ciagan_method(c, variables, ctx.num_trained)
         result = report.evaluate(
-            ctx.eval_batches(self.max_records), {"ciagan": ciagan}, out_dir,
+            ctx.eval_batches(self.max_records), {row: method}, out_dir,
             pnca_embedder=self.pnca(), use_dlib=self.use_dlib, detectors=self.detectors,
             upsample=c.eval.hog_upsample,
             cnn_upsample=checkpoint_eval.cnn_upsample_for(c.image_size, c.eval.cnn_upsample),
@@ -140,7 +141,7 @@ class _Table2Subset(Evaluator):
             figure_faces=c.eval.figure_faces, total_records=self.max_records or None,
             metadata={"evaluator": self.name, "checkpoint_step": int(step),
                       "workdir": ctx.workdir, "data_dir": c.data.dir, "split": c.data.eval_split})
-        return row_scalars(result, prefix)
+        return row_scalars(result, prefix, (row, "original"))
 
 
 @register("fid")
@@ -210,6 +211,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
 
     from ciagan_jax.data import identity_slots  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.training import translation  # pylint: disable=g-import-not-at-top
     from ciagan_jax.training.checkpoint import load_generator_variables  # pylint: disable=g-import-not-at-top
 
     if not config.data.dir:
@@ -226,7 +228,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
             logging.info("--mode=evaluate: %s left to training, the report covers them",
                          ", ".join(skipped))
     checkpoint_eval.check_claims_inputs(config, workdir)  # Before the long work, not after.
-    variables, step = load_generator_variables(config, workdir, return_step=True)
+    load = (translation.load_generator_variables if translation.is_translation(config)
+            else load_generator_variables)
+    variables, step = load(config, workdir, return_step=True)
     eval_dir = os.path.join(workdir, "eval")
     out: dict[str, Any] = {}
     writer = metric_writers.create_default_writer(eval_dir, just_logging=jax.process_index() > 0)

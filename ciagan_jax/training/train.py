@@ -26,6 +26,7 @@ from ciagan_jax.training import checkpoint as ckpt_lib
 from ciagan_jax.training import mesh as mesh_lib
 from ciagan_jax.training import state as state_lib
 from ciagan_jax.training import steps as steps_lib
+from ciagan_jax.training import translation
 
 PairIterator = Iterator[Mapping[str, np.ndarray]]
 NUM_CONTROLS = 3  # Composites per sample-grid row, each with another control identity.
@@ -54,12 +55,14 @@ def make_pair_iterator(config: ml_collections.ConfigDict, *, split: str, batch_s
 
 
 def _init_fn(config: ml_collections.ConfigDict, identity_variables: Any = None
-             ) -> Callable[[jax.Array], state_lib.TrainState]:
+             ) -> Callable[[jax.Array], Any]:
+    if translation.is_translation(config):
+        return lambda rng: translation.init_train_state(config, rng)
     return lambda rng: state_lib.init_train_state(config, rng, identity_variables)
 
 
 def _pretrained_identity(config: ml_collections.ConfigDict, workdir: str) -> Any:
-    if not config.pretrain.enabled:
+    if not config.pretrain.enabled or translation.is_translation(config):
         return None
     from ciagan_jax.training import pretrain  # pylint: disable=g-import-not-at-top
     directory = pretrain.pretrain_dir(config, workdir)
@@ -126,7 +129,9 @@ def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, int | float | s
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
-    """Trains CIAGAN for `config.num_train_steps` iterations in `workdir`; returns the state.
+    """Trains CIAGAN (or the translation baseline `config.model.family` names,
+    `training.translation`) for `config.num_train_steps` iterations in `workdir`;
+    returns the state.
 
     Writes TensorBoard events + logs (process 0), `checkpoints/<step>` every
     `checkpoint_every_steps` and at the end, `samples/step_<step>.png`
@@ -138,7 +143,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     num_trained = identity_slots.resolve_num_identities(config)
     mesh = mesh_lib.make_mesh(config=config)
     mesh_lib.check_batch_divisible(config.batch_size, mesh)
-    k_batches = steps_lib.batches_per_iteration(config)
+    baseline = translation.is_translation(config)
+    k_batches = (translation if baseline else steps_lib).batches_per_iteration(config)
     local_batch = config.batch_size // jax.process_count()
     writer = metric_writers.create_default_writer(workdir,
                                                   just_logging=jax.process_index() > 0)
@@ -158,7 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     initial_step = int(jax.device_get(state.step))
 
     if initial_step == 0:
-        for name in ("generator", "discriminator", "identity"):
+        for name in (translation.network_names(config) if baseline
+                     else ("generator", "discriminator", "identity")):
             logging.info("%s parameters:\n%s", name, parameter_overview.get_parameter_overview(
                 getattr(state, name).params))
         writer.write_hparams(flat_hparams(config))
@@ -173,8 +180,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                                          seed=config.seed + 1,
                                          start_step=0, train=False))
     backend = factory.default_backend()
-    train_fn = steps_lib.make_train_iteration(config, mesh, shardings, backend)
-    sample_fn = steps_lib.make_sample_fn(config)
+    family = translation if baseline else steps_lib
+    train_fn = family.make_train_iteration(config, mesh, shardings, backend)
+    sample_fn = family.make_sample_fn(config)
     from ciagan_jax.evaluation import evaluators as evaluators_lib  # pylint: disable=g-import-not-at-top
     evaluators = []
     if jax.process_index() == 0:  # Held-out curves; the other processes only train.
@@ -194,7 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
         for step in range(initial_step + 1, config.num_train_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 local = steps_lib.stack_pair_batches([next(train_it) for _ in range(k_batches)])
-                for key in ("identity", "partner_identity"):
+                for key in () if baseline else ("identity", "partner_identity"):
                     identity_slots.check_labels(local[key], config.num_identities,
                                                 f"{config.data.dir} ({config.data.train_split})")
                 batches = steps_lib.put_iteration_batches(local, mesh)
@@ -234,7 +242,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                                    "num_trained_identities": num_trained})
             if config.sample_every_steps and (step % config.sample_every_steps == 0 or is_last):
                 with report.timed("samples"):
-                    grid = sample_grid(sample_fn, state, grid_batch, num_trained)
+                    grid = (translation.sample_grid(sample_fn, state, grid_batch) if baseline
+                            else sample_grid(sample_fn, state, grid_batch, num_trained))
                     if jax.process_index() == 0:
                         writer.write_images(step, {"samples": grid[None]})
                         _write_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)

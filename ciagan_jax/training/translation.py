@@ -115,12 +115,23 @@ def empty_net() -> NetState:
 # --- Config --------------------------------------------------------------------
 
 def family(config: ml_collections.ConfigDict) -> str:
-    """`config.model.family` ('pix2pix' or 'cyclegan'); CIAGAN configs have none."""
+    """`config.model.family` ('pix2pix' or 'cyclegan'); raises for CIAGAN's."""
     name = config.model.get("family", None)
     if name not in FAMILIES:
         raise ValueError(f"config.model.family must be one of {FAMILIES} for the "
                          f"translation baselines, got {name!r}")
     return name
+
+
+def is_translation(config: ml_collections.ConfigDict) -> bool:
+    """Whether `config` trains one of these baselines rather than CIAGAN."""
+    return config.model.get("family", "ciagan") in FAMILIES
+
+
+def network_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The TranslationState fields that hold networks of this family."""
+    pair = ("generator", "discriminator")
+    return pair + ("generator_b", "discriminator_b") if family(config) == "cyclegan" else pair
 
 
 @dataclasses.dataclass(frozen=True)

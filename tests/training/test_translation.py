@@ -5,6 +5,7 @@ bitwise, plus the composite the evaluators score."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -227,3 +228,31 @@ def test_two_smoke_iterations_on_real_records_resume_bitwise(family, celeba_samp
     np.testing.assert_allclose(out[mask[..., 0]], face[mask[..., 0]], atol=1e-6)
     grid = tr.sample_grid(tr.make_sample_fn(config), again, batch)
     assert grid.shape == (2 * 64, len(tr.sample_columns(config)) * 64, 3)
+
+
+@pytest.mark.shared_data
+def test_training_loop_and_evaluate_mode_dispatch_to_the_pix2pix_family(celeba_sample_records,
+                                                                       tmp_path):
+    from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
+
+    from ciagan_jax.evaluation import evaluators  # pylint: disable=g-import-not-at-top
+
+    config = _config("pix2pix", batch_size=2, num_train_steps=2, log_every_steps=1,
+                     checkpoint_every_steps=2, sample_every_steps=2,
+                     **{"data.dir": str(celeba_sample_records)})
+    config.evals = config_dict.ConfigDict({"detection": dict(type="detection", every=2,
+                                                             max_records=4)})
+    state = train_lib.train_and_evaluate(config, str(tmp_path))
+    assert isinstance(state, tr.TranslationState) and int(state.step) == 2
+    assert jax.tree.leaves(state.generator_b) == []  # No identity network, no CIAGAN state.
+    assert (tmp_path / "samples" / "step_0000002.png").stat().st_size > 1000
+    detection = json.loads((tmp_path / "eval_during_training" / "detection" / "step_0000002"
+                            / "report.json").read_text())
+    assert set(detection["rows"]) == {"pix2pix", "original"}
+    assert detection["rows"]["pix2pix"]["n"] == 4
+
+    # --mode=evaluate loads the translation state's generator, not a CIAGAN one.
+    config.evals = config_dict.ConfigDict({"detection": dict(type="detection", every=0,
+                                                             max_records=4)})
+    out = evaluators.evaluate_checkpoint(config, str(tmp_path))
+    assert 0.0 <= out["detection"]["eval/pix2pix/det_hog"] <= 100.0
