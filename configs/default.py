@@ -76,6 +76,7 @@ def paper() -> config_dict.ConfigDict:
     c.log_every_steps = 50  # Scalar summaries cadence.
     c.checkpoint_every_steps = 1000  # Orbax checkpoint cadence (plus one at the end).
     c.keep_checkpoints = 3  # Orbax max_to_keep.
+    c.train_seconds_budget = 0.0  # Stop (and checkpoint) once this many seconds of training are spent, over all resumptions; 0: no limit. Compares families on the same wall-clock.
     c.sample_every_steps = 1000  # Sample-grid cadence (TensorBoard + workdir/samples/*.png).
     c.compute_dtype = "float32"  # 'bfloat16' for mixed precision on GPU/TPU (fp32 master weights).
     c.cpu_memory_schedule = True  # CPU only: XLA's memory-optimised scheduler (less peak memory for a little more time).

@@ -109,16 +109,20 @@ def collect(root: pathlib.Path, runs: Sequence[dict[str, Any]]) -> list[dict[str
     return rows
 
 
-def _ciagan_eval_row(report: dict[str, Any]) -> dict[str, Any]:
-    """The CIAGAN row of an evaluation report (`ciagan_jax.evaluation.report`)."""
-    return report.get("rows", {}).get("ciagan", {})
+MODEL_ROWS = ("ciagan", "pix2pix", "cyclegan")  # `checkpoint_eval.model_row` by family.
+
+
+def _model_eval_row(report: dict[str, Any]) -> dict[str, Any]:
+    """The trained model's row of an evaluation report (`ciagan_jax.evaluation.report`)."""
+    rows = report.get("rows", {})
+    return next((rows[name] for name in MODEL_ROWS if name in rows), {})
 
 
 def plot_against(rows: Sequence[dict[str, Any]], key: str, path: pathlib.Path) -> None:
     """One panel per evaluation column: the CIAGAN row's value against override `key`."""
     from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
 
-    points = [(float(r["overrides"][key]), _ciagan_eval_row(r.get("eval", {})))
+    points = [(float(r["overrides"][key]), _model_eval_row(r.get("eval", {})))
               for r in rows if key in r.get("overrides", {})]
     if not points:
         raise ValueError(f"no run of the sweep sets the override {key!r}")
@@ -155,7 +159,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     head = ["run"] + [c for _, c in EVAL_COLUMNS] + train_tags
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        ev = _ciagan_eval_row(r.get("eval", {}))
+        ev = _model_eval_row(r.get("eval", {}))
         cells = [r["name"]]
         for key, _ in EVAL_COLUMNS:
             v = ev.get(key)

@@ -155,8 +155,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     abstract = jax.eval_shape(_init_fn(config), key)
     shardings = mesh_lib.state_shardings(abstract, mesh, config)
     latest = ckpt_lib.latest_step(manager)
+    spent_before = 0.0  # Training seconds of earlier runs in this workdir.
     if latest is not None:
         state, meta = ckpt_lib.restore(manager, latest, abstract, shardings)
+        spent_before = float(meta.get("train_seconds", 0.0))
         logging.info("Resumed from checkpoint step %d (%s)", latest, meta)
     else:
         identity_vars = _pretrained_identity(config, workdir)
@@ -196,8 +198,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                  mesh.size)
     pending: list[tuple[int, Any]] = []
     window: list[dict[str, float]] = []
-    window_start = time.time()
+    window_start = run_start = time.time()
+    budget = float(config.get("train_seconds_budget", 0.0) or 0.0)
     step = initial_step
+    if budget and spent_before >= budget:
+        logging.info("train_seconds_budget %.0f s was spent by step %d: nothing to train",
+                     budget, initial_step)
+        manager.close()
+        return state
     try:
         for step in range(initial_step + 1, config.num_train_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -220,7 +228,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                 # to the OS, or the resident set stays there for the whole run.
                 backend.release_host_memory()
             report(step)
-            is_last = step == config.num_train_steps
+            spent = spent_before + time.time() - run_start
+            out_of_time = bool(budget) and spent >= budget
+            is_last = step == config.num_train_steps or out_of_time
             save_now = step % config.checkpoint_every_steps == 0 or is_last
             log_now = step % config.log_every_steps == 0 or is_last
             if save_now or log_now:
@@ -239,7 +249,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                 with report.timed("checkpoint"):
                     ckpt_lib.save(manager, step, state,
                                   {"step": step, "pair_batches_consumed": step * k_batches,
-                                   "num_trained_identities": num_trained})
+                                   "num_trained_identities": num_trained,
+                                   "train_seconds": spent})
             if config.sample_every_steps and (step % config.sample_every_steps == 0 or is_last):
                 with report.timed("samples"):
                     grid = (translation.sample_grid(sample_fn, state, grid_batch) if baseline
@@ -256,6 +267,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
                         writer.write_scalars(step, ev(variables, step, evaluators_lib.training_dir(
                             workdir, ev.name, step)))
                 writer.flush()
+            if out_of_time:
+                logging.info("train_seconds_budget %.0f s spent at step %d: stopping", budget,
+                             step)
+                break
         for s, m in pending:
             _check_finite(jax.device_get(m), s, manager)
     finally:

@@ -71,3 +71,22 @@ def test_sweep_file_with_repeated_names_is_refused(tmp_path):
                  " {'name': 'a', 'config': 'configs/release.py:smoke'}]\n")
     with pytest.raises(ValueError, match="unique"):
         sweep.load_sweep(str(f))
+
+
+def test_translation_comparison_plans_the_three_families_on_one_wall_clock_budget(tmp_path):
+    cmd = [sys.executable, "experiments/sweep.py", "experiments/translation_comparison.py:smoke",
+           "--root", str(tmp_path), "--evaluate", "--dry-run",
+           "--set", "data.dir=/records", "--set", "train_seconds_budget=60"]
+    plan = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    modes = {}
+    for line in plan.stdout.splitlines():
+        if line.startswith("$ "):
+            name = line.split("--workdir=")[1].split()[0].rsplit("/", 1)[-1]
+            modes.setdefault(name, []).append(line.split("--mode=")[1].split()[0])
+            if "--mode=train" in line:
+                assert "--config.train_seconds_budget=60" in line, line
+    assert set(modes) == {"ciagan", "pix2pix", "cyclegan"}
+    assert modes["pix2pix"] == modes["cyclegan"] == ["train", "evaluate"]
+    assert modes["ciagan"][-2:] == ["train", "evaluate"]
+    assert sweep._model_eval_row({"rows": {"original": {"n": 1}, "pix2pix": {"n": 2}}}) == {"n": 2}

@@ -256,3 +256,23 @@ def test_training_loop_and_evaluate_mode_dispatch_to_the_pix2pix_family(celeba_s
                                                              max_records=4)})
     out = evaluators.evaluate_checkpoint(config, str(tmp_path))
     assert 0.0 <= out["detection"]["eval/pix2pix/det_hog"] <= 100.0
+
+
+@pytest.mark.shared_data
+def test_wall_clock_budget_stops_and_checkpoints_and_a_resume_trains_no_further(
+        celeba_sample_records, tmp_path):
+    config = _config("pix2pix", batch_size=2, num_train_steps=50, log_every_steps=1,
+                     checkpoint_every_steps=50, sample_every_steps=0,
+                     train_seconds_budget=1e-6, **{"data.dir": str(celeba_sample_records)})
+    config.evals = {}
+    state = train_lib.train_and_evaluate(config, str(tmp_path))
+    assert int(state.step) == 1  # Out of time after the first iteration, not at step 50.
+    manager = ckpt_lib.make_manager(str(tmp_path / "checkpoints"), max_to_keep=None)
+    assert ckpt_lib.latest_step(manager) == 1
+    _, meta = ckpt_lib.restore(manager, 1, tr.abstract_state(config),
+                               mesh_lib.state_shardings(tr.abstract_state(config),
+                                                        mesh_lib.make_mesh(), config))
+    manager.close()
+    assert meta["train_seconds"] > 0
+    again = train_lib.train_and_evaluate(config, str(tmp_path))
+    assert int(again.step) == 1
