@@ -15,6 +15,20 @@ sys.path.insert(0, str(REPO / "experiments"))
 import sweep  # noqa: E402  pylint: disable=wrong-import-position
 
 
+def _planned_commands(stdout: str) -> list[str]:
+    """The command lines a `--dry-run` prints."""
+    return [line for line in stdout.splitlines() if line.startswith("$ ")]
+
+
+def _planned_modes(stdout: str) -> dict[str, list[str]]:
+    """{run name: its --mode values in order} from a `--dry-run`'s output."""
+    modes: dict[str, list[str]] = {}
+    for line in _planned_commands(stdout):
+        name = line.split("--workdir=")[1].split()[0].rsplit("/", 1)[-1]
+        modes.setdefault(name, []).append(line.split("--mode=")[1].split()[0])
+    return modes
+
+
 def test_ablation_sweep_plans_all_three_configs_and_trains_evaluates_and_tabulates_one(
         celeba_sample_records, tmp_path):
     root = tmp_path / "ablation"
@@ -29,12 +43,9 @@ def test_ablation_sweep_plans_all_three_configs_and_trains_evaluates_and_tabulat
     # sweep pretrains first; the classification ablation trains its classifier in the loop.
     plan = subprocess.run(cmd + ["--dry-run"], cwd=REPO, capture_output=True, text=True)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    modes = {}
-    for line in plan.stdout.splitlines():
-        if line.startswith("$ "):
-            name = line.split("--workdir=")[1].split()[0].rsplit("/", 1)[-1]
-            modes.setdefault(name, []).append(line.split("--mode=")[1].split()[0])
-            assert ":smoke" in line.split("--config=")[1].split()[0], line
+    modes = _planned_modes(plan.stdout)
+    for line in _planned_commands(plan.stdout):
+        assert ":smoke" in line.split("--config=")[1].split()[0], line
     assert modes == {"siamese": ["pretrain_identity", "train", "evaluate"],
                      "classification": ["train", "evaluate"],
                      "faces": ["pretrain_identity", "train", "evaluate"]}
@@ -79,13 +90,10 @@ def test_translation_comparison_plans_the_three_families_on_one_wall_clock_budge
            "--set", "data.dir=/records", "--set", "train_seconds_budget=60"]
     plan = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    modes = {}
-    for line in plan.stdout.splitlines():
-        if line.startswith("$ "):
-            name = line.split("--workdir=")[1].split()[0].rsplit("/", 1)[-1]
-            modes.setdefault(name, []).append(line.split("--mode=")[1].split()[0])
-            if "--mode=train" in line:
-                assert "--config.train_seconds_budget=60" in line, line
+    modes = _planned_modes(plan.stdout)
+    for line in _planned_commands(plan.stdout):
+        if "--mode=train" in line:
+            assert "--config.train_seconds_budget=60" in line, line
     assert set(modes) == {"ciagan", "pix2pix", "cyclegan"}
     assert modes["pix2pix"] == modes["cyclegan"] == ["train", "evaluate"]
     assert modes["ciagan"][-2:] == ["train", "evaluate"]
