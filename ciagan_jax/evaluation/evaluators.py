@@ -211,7 +211,6 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
 
     from ciagan_jax.data import identity_slots  # pylint: disable=g-import-not-at-top
-    from ciagan_jax.training import translation  # pylint: disable=g-import-not-at-top
     from ciagan_jax.training.checkpoint import load_generator_variables  # pylint: disable=g-import-not-at-top
 
     if not config.data.dir:
@@ -228,9 +227,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
             logging.info("--mode=evaluate: %s left to training, the report covers them",
                          ", ".join(skipped))
     checkpoint_eval.check_claims_inputs(config, workdir)  # Before the long work, not after.
-    load = (translation.load_generator_variables if translation.is_translation(config)
-            else load_generator_variables)
-    variables, step = load(config, workdir, return_step=True)
+    variables, step = load_generator_variables(config, workdir, return_step=True)
     eval_dir = os.path.join(workdir, "eval")
     out: dict[str, Any] = {}
     writer = metric_writers.create_default_writer(eval_dir, just_logging=jax.process_index() > 0)

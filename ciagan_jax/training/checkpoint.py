@@ -66,10 +66,13 @@ def load_generator_variables(config, workdir: str, *, step: int | None = None,
 
     Reads `workdir/checkpoints/<step>` (default: the latest finished step)
     onto the first local device; used by `--mode=evaluate` and `--mode=export`.
+    For a translation baseline (`config.model.family`) it is that family's
+    generator ({'params'}: those networks hold no other state).
     """
     import functools  # pylint: disable=g-import-not-at-top
 
     from ciagan_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.training import translation  # pylint: disable=g-import-not-at-top
 
     directory = os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
     if not os.path.isdir(directory):
@@ -80,8 +83,9 @@ def load_generator_variables(config, workdir: str, *, step: int | None = None,
         step = latest_step(manager) if step is None else step
         if step is None:
             raise FileNotFoundError(f"{directory}: no finished checkpoint")
-        abstract = jax.eval_shape(functools.partial(state_lib.init_train_state, config),
-                                  state_lib.seed_key(0))
+        abstract = (translation.abstract_state(config) if translation.is_translation(config)
+                    else jax.eval_shape(functools.partial(state_lib.init_train_state, config),
+                                        state_lib.seed_key(0)))
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         state, _ = restore(manager, step, abstract, jax.tree.map(lambda _: device, abstract))
     finally:

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any, Callable, Mapping, NamedTuple
 
 import flax
@@ -588,30 +587,3 @@ def sample_grid(sample_fn: Callable[[TranslationState, Batch], Array], state: Tr
     cols = np.asarray(jax.device_get(sample_fn(state, batch)))
     rows = [np.concatenate(list(cols[:, r]), axis=1) for r in range(cols.shape[1])]
     return np.concatenate(rows, axis=0)
-
-
-# --- Checkpoints -------------------------------------------------------------------
-
-def load_generator_variables(config: ml_collections.ConfigDict, workdir: str, *,
-                             step: int | None = None, return_step: bool = False):
-    """{'params': ...} of the translation network in `workdir/checkpoints/<step>`
-    (default: the latest finished step), on the first local device: the
-    counterpart of `checkpoint.load_generator_variables` for these families."""
-    from ciagan_jax.training import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-
-    directory = os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{directory}: no checkpoints; train first")
-    manager = ckpt_lib.make_manager(directory, max_to_keep=None, async_save=False)
-    try:
-        step = ckpt_lib.latest_step(manager) if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{directory}: no finished checkpoint")
-        abstract = abstract_state(config)
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        state, _ = ckpt_lib.restore(manager, step, abstract,
-                                    jax.tree.map(lambda _: device, abstract))
-    finally:
-        manager.close()
-    variables = {"params": state.generator.params}
-    return (variables, step) if return_step else variables

@@ -214,7 +214,7 @@ def test_two_smoke_iterations_on_real_records_resume_bitwise(family, celeba_samp
     assert jax.device_get(m2b) == jax.device_get(m2)
 
     # What the evaluators score: the translated face inside the mask, the source outside.
-    variables = tr.load_generator_variables(config, str(tmp_path))
+    variables = ckpt_lib.load_generator_variables(config, str(tmp_path))
     for a, b in zip(jax.tree.leaves(variables["params"]),
                     jax.tree.leaves(after_1.generator.params)):
         np.testing.assert_array_equal(a, b)
