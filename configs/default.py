@@ -78,6 +78,7 @@ def paper() -> config_dict.ConfigDict:
     c.keep_checkpoints = 3  # Orbax max_to_keep.
     c.train_seconds_budget = 0.0  # Stop (and checkpoint) once this many seconds of training are spent, over all resumptions; 0: no limit. Compares families on the same wall-clock.
     c.sample_every_steps = 1000  # Sample-grid cadence (TensorBoard + workdir/samples/*.png).
+    c.init_generator_from = ""  # A saved generator or export bundle (e.g. ciagan_jax/pretrained/ciagan_celeba64) a new run starts its generator from (fresh Adam state; critic and identity network as usual); '': random init. Ignored on resume.
     c.compute_dtype = "float32"  # 'bfloat16' for mixed precision on GPU/TPU (fp32 master weights).
     c.cpu_memory_schedule = True  # CPU only: XLA's memory-optimised scheduler (less peak memory for a little more time).
 
@@ -126,6 +127,7 @@ def paper() -> config_dict.ConfigDict:
     l.identity = "contrastive"  # Generator identity term: 'contrastive' (paper, toward the control) or 'margin' (FALCO: |cos(E(anon), E(source)) - m|).
     l.identity_margin = 0.0  # m of loss.identity='margin': 1 keeps the identity, 0 makes the embeddings orthogonal.
     l.identity_weight = 1.0  # Weight of the identity-guidance term in the generator loss.
+    l.critic_augment = ""  # DiffAugment policies on every critic input, real and fake, e.g. 'color,translation,cutout'; '': off (paper, release).
     l.proxy_nca_temperature = 1.0 / 3.0  # Proxy-NCA temperature (embeddings and proxies L2-normalised).
 
     s = c.schedule = config_dict.ConfigDict()

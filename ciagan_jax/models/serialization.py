@@ -154,7 +154,8 @@ def _expected_shapes(module: nn.Module, config: ml_collections.ConfigDict) -> di
     return {c: flax.core.unfreeze(shapes[c]) for c in COLLECTIONS}
 
 
-def _check_tree(path: str, got: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+def check_tree(path: str, got: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+    """Raises ModelFormatError naming `path` unless `got` has `expected`'s names and shapes."""
     got_flat = {"/".join(k): v for k, v in flax.traverse_util.flatten_dict(got).items()}
     exp_flat = {"/".join(k): v for k, v in flax.traverse_util.flatten_dict(expected).items()}
     missing = sorted(set(exp_flat) - set(got_flat))
@@ -217,7 +218,7 @@ def load_generator(directory: str) -> GeneratorBundle:
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise ModelFormatError(f"{config_path}: cannot build the generator ({e})") from e
     variables = {c: tree[c] for c in COLLECTIONS}
-    _check_tree(var_path, variables, expected)
+    check_tree(var_path, variables, expected)
     return GeneratorBundle(config=config, module=module, variables=variables, meta=meta)
 
 

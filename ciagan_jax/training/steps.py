@@ -39,6 +39,7 @@ from ciagan_jax import losses
 from ciagan_jax.backends import plain
 from ciagan_jax.models import factory
 from ciagan_jax.models.generator import composite, generator_input
+from ciagan_jax.training import critic_augment
 from ciagan_jax.training import mesh as mesh_lib
 from ciagan_jax.training.state import NetState, Optimizers, TrainState, make_optimizers
 
@@ -75,6 +76,7 @@ class IterationSpec:
     identity_masked: bool
     critic_with_landmarks: bool
     num_identities: int
+    critic_augment: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "IterationSpec":
@@ -89,7 +91,8 @@ class IterationSpec:
                    identity_guidance=m.identity_guidance, generator_input=m.generator_input,
                    identity_masked=bool(m.identity.masked),
                    critic_with_landmarks=bool(m.discriminator.with_landmarks),
-                   num_identities=int(config.num_identities))
+                   num_identities=int(config.num_identities),
+                   critic_augment=critic_augment.parse_policy(l.get("critic_augment", "")))
         if spec.identity_embedding_norm not in losses.EMBEDDING_NORMS:
             raise ValueError(f"loss.identity_embedding_norm must be one of {losses.EMBEDDING_NORMS}, "
                              f"got {spec.identity_embedding_norm!r}")
@@ -165,6 +168,10 @@ class _Model:
             return jnp.concatenate([image, landmarks], axis=-1)
         return image
 
+    def augment(self, rng: Array, x: Array) -> Array:
+        """The critic's input under `loss.critic_augment` (DiffAugment); as is when off."""
+        return critic_augment.augment(rng, x, self.spec.critic_augment)
+
     def critic(self, d_params, d_state, x: Array) -> tuple[Array, dict]:
         out, d_state = _apply(self.nets.discriminator, d_params, d_state, x, train=True)
         return out.astype(jnp.float32), d_state
@@ -228,11 +235,17 @@ def identity_step(model: _Model, tx, net: NetState, b: Batch) -> tuple[NetState,
 
 def critic_step(model: _Model, tx, gen: NetState, disc: NetState, fake_b: Batch,
                 real_b: Batch, rng: Array) -> tuple[NetState, NetState, Metrics]:
-    """One critic step: fakes from the frozen generator, reals from another batch."""
+    """One critic step: fakes from the frozen generator, reals from another batch.
+
+    With `loss.critic_augment`, real and fake inputs each get their own
+    random transforms (keys folded from `rng`, which alone drives WGAN-GP)."""
     spec = model.spec
     fake_image, g_state = model.generate(gen.params, gen.state, fake_b, train=True)
     fake_x = jax.lax.stop_gradient(model.critic_input(fake_image, fake_b["landmarks"]))
     real_x = model.critic_input(real_b["image"], real_b["landmarks"])
+    if spec.critic_augment:
+        fake_x = model.augment(jax.random.fold_in(rng, 1), fake_x)
+        real_x = model.augment(jax.random.fold_in(rng, 2), real_x)
 
     def loss_fn(params):
         fake_logits, st = model.critic(params, disc.state, fake_x)
@@ -285,21 +298,26 @@ class GeneratorLoss:
 
 
 def generator_loss(model: _Model, gen: NetState, disc: NetState, ident: NetState,
-                   b: Batch) -> GeneratorLoss:
+                   b: Batch, rng: Array | None = None) -> GeneratorLoss:
     """`GeneratorLoss` on pair batch `b`: LSGAN/vanilla/WGAN realism of the
     composite, and identity guidance: toward the partner's identity (the
     paper's contrastive or classification term), or with `loss.identity =
     'margin'` FALCO's cosine margin to the source's real face. Both embed with
     the frozen identity network; the real faces are data, so the gradient
-    reaches the generator through the composite's embedding only."""
+    reaches the generator through the composite's embedding only.
+    With `loss.critic_augment` the critic judges the composite under the
+    same kind of random transform as in its own steps (key `rng`), and the
+    gradient passes through the transform."""
     spec = model.spec
 
     def generate(params):
         return model.generate(params, gen.state, b, train=True)
 
     def gan(fake):
-        logits, d_state = model.critic(disc.params, disc.state,
-                                       model.critic_input(fake, b["landmarks"]))
+        x = model.critic_input(fake, b["landmarks"])
+        if spec.critic_augment:
+            x = model.augment(rng, x)
+        logits, d_state = model.critic(disc.params, disc.state, x)
         return losses.generator_loss(spec.gan, logits, lsgan_form=spec.lsgan_form), d_state
 
     def identity(fake):
@@ -323,7 +341,8 @@ def generator_loss(model: _Model, gen: NetState, disc: NetState, ident: NetState
 
 
 def generator_grads(model: _Model, gen: NetState, disc: NetState, ident: NetState,
-                    b: Batch) -> tuple[Array, Array, Array, Any, tuple[Any, Any, Any]]:
+                    b: Batch, rng: Array | None = None
+                    ) -> tuple[Array, Array, Array, Any, tuple[Any, Any, Any]]:
     """L_G, its GAN and identity parts, its gradient in the generator's params,
     and the advanced (generator, critic, identity) network states.
 
@@ -331,17 +350,18 @@ def generator_grads(model: _Model, gen: NetState, disc: NetState, ident: NetStat
     backend; the CPU backend computes the same gradient in an order that
     saves memory (`xla_cpu.ordered_generator_value_and_grad`, tested equal).
     """
-    loss_fn = generator_loss(model, gen, disc, ident, b)
+    loss_fn = generator_loss(model, gen, disc, ident, b, rng)
     (loss, (gan, id_loss, states)), grads = model.nets.backend.generator_value_and_grad(
         loss_fn, gen.params)
     return loss, gan, id_loss, grads, states
 
 
 def generator_step(model: _Model, tx, gen: NetState, disc: NetState, ident: NetState,
-                   b: Batch) -> tuple[NetState, NetState, NetState, Metrics]:
+                   b: Batch, rng: Array | None = None
+                   ) -> tuple[NetState, NetState, NetState, Metrics]:
     """One generator step: GAN loss + identity guidance toward the partner."""
     loss, gan, id_loss, grads, (g_state, d_state, i_state) = generator_grads(
-        model, gen, disc, ident, b)
+        model, gen, disc, ident, b, rng)
     gen, grad_norm = _update(model.nets.backend, tx, gen, grads, g_state)
     metrics = {"generator_loss": loss, "generator_gan_loss": gan,
                "generator_identity_loss": id_loss, "generator_grad_norm": grad_norm}
@@ -395,8 +415,11 @@ def train_iteration(state: TrainState, batches: Batch, *, nets: factory.Networks
         collected.append(m)
         done = m["critic_grad_norm"]
         k += 2
-    for _ in range(spec.generator_steps):
-        gen, disc, ident, m = generator_step(model, txs.generator, gen, disc, ident, take(k))
+    for j in range(spec.generator_steps):
+        # A key apart from the critic steps' (which WGAN-GP alone used before).
+        aug_rng = jax.random.fold_in(step_rng, 1_000 + j)
+        gen, disc, ident, m = generator_step(model, txs.generator, gen, disc, ident, take(k),
+                                             aug_rng)
         collected.append(m)
         k += 1
     new_state = TrainState(step=state.step + 1, rng=rng, generator=gen, discriminator=disc,

@@ -70,6 +70,33 @@ def _pretrained_identity(config: ml_collections.ConfigDict, workdir: str) -> Any
     return pretrain.load_identity_variables(directory, config)
 
 
+def warm_start_generator(config: ml_collections.ConfigDict,
+                         state: state_lib.TrainState) -> state_lib.TrainState:
+    """`state` with the generator of `config.init_generator_from` and a fresh
+    Adam state for it; `state` itself when the field is empty.
+
+    Lets a run continue a shipped model after its workdir (and its critic)
+    is gone. Raises ModelFormatError naming the directory when its network
+    differs from the config's (widths, resolution or identity slots).
+    """
+    path = config.get("init_generator_from") or ""
+    if not path:
+        return state
+    from ciagan_jax.models import serialization  # pylint: disable=g-import-not-at-top
+    saved = serialization.load_generator(path)
+    params, others = state_lib.split_variables(saved.variables)
+    expected = {"params": jax.device_get(state.generator.params),
+                **jax.device_get(dict(state.generator.state))}
+    serialization.check_tree(path, {"params": params, **others}, expected)
+    tx = state_lib.make_optimizers(config).generator
+    params = jax.tree.map(lambda a, e: np.asarray(a, e.dtype), params, expected["params"])
+    others = jax.tree.map(lambda a, e: np.asarray(a, e.dtype), others,
+                          {k: v for k, v in expected.items() if k != "params"})
+    logging.info("Generator starts from %s (%s)", path,
+                 {k: saved.meta.get(k) for k in ("source", "num_trained_identities")})
+    return state.replace(generator=state_lib.NetState(params, others, tx.init(params)))
+
+
 def _check_finite(metrics: Mapping[str, Any], step: int, manager) -> None:
     bad = {k: float(v) for k, v in metrics.items() if not np.isfinite(v)}
     if bad:
@@ -163,6 +190,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state
     else:
         identity_vars = _pretrained_identity(config, workdir)
         state = jax.jit(_init_fn(config, identity_vars), out_shardings=shardings)(key)
+        if config.get("init_generator_from") and not baseline:
+            state = jax.device_put(warm_start_generator(config, state), shardings)
     initial_step = int(jax.device_get(state.step))
 
     if initial_step == 0:
