@@ -269,3 +269,38 @@ def test_hyperparameters_logged_are_the_whole_flattened_config():
         return sum(leaves(v) if isinstance(v, dict) else 1 for v in node.values())
 
     assert len(hparams) == leaves(config.to_dict())
+
+
+def test_new_run_starts_its_generator_from_a_saved_one_and_refuses_another_network(
+        reference_run, data_dir, env, tmp_path):
+    from ciagan_jax.models import serialization  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.training import train  # pylint: disable=g-import-not-at-top
+
+    wd, _ = reference_run
+    config = _tiny_config(data_dir)
+    saved = tmp_path / "saved"
+    serialization.save_generator(str(saved), config,
+                                 checkpoint.load_generator_variables(config, str(wd)))
+    config.init_generator_from = str(saved)
+    fresh = state_lib.init_train_state(config, state_lib.seed_key(0))
+    started = train.warm_start_generator(config, fresh)
+    want = serialization.load_generator(str(saved)).variables
+    for (path, got), exp in zip(_leaves(started.generator.params),
+                                jax.tree.leaves(want["params"])):
+        np.testing.assert_array_equal(got, exp, err_msg=str(path))
+    assert int(started.generator.opt_state[0].count) == 0  # Adam starts afresh.
+    for a, b in zip(jax.tree.leaves(started.discriminator), jax.tree.leaves(fresh.discriminator)):
+        np.testing.assert_array_equal(a, b)
+
+    # Through the command line: the run logs where its generator came from.
+    log = _run(tmp_path / "continued", data_dir, env,
+               [f"--config.init_generator_from={saved}", "--config.num_train_steps=2"])
+    assert f"Generator starts from {saved}" in log
+
+    wider = _tiny_config(data_dir)
+    wider.model.generator.bottleneck_features *= 2
+    wider.init_generator_from = str(saved)
+    with pytest.raises(serialization.ModelFormatError, match=str(saved)):
+        train.warm_start_generator(wider, state_lib.init_train_state(wider,
+                                                                     state_lib.seed_key(0)))
