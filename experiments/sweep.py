@@ -109,13 +109,14 @@ def collect(root: pathlib.Path, runs: Sequence[dict[str, Any]]) -> list[dict[str
     return rows
 
 
-MODEL_ROWS = ("ciagan", "pix2pix", "cyclegan")  # `checkpoint_eval.model_row` by family.
 
 
 def _model_eval_row(report: dict[str, Any]) -> dict[str, Any]:
     """The trained model's row of an evaluation report (`ciagan_jax.evaluation.report`)."""
-    rows = report.get("rows", {})
-    return next((rows[name] for name in MODEL_ROWS if name in rows), {})
+    from ciagan_jax.training import translation  # pylint: disable=g-import-not-at-top
+
+    rows = report.get("rows", {})  # Rows by `checkpoint_eval.model_row`: the family's name.
+    return next((rows[name] for name in ("ciagan", *translation.FAMILIES) if name in rows), {})
 
 
 def plot_against(rows: Sequence[dict[str, Any]], key: str, path: pathlib.Path) -> None:

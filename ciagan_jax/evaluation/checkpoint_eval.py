@@ -45,7 +45,7 @@ from ciagan_jax.models import factory
 from ciagan_jax.models.generator import composite, generator_input
 
 
-def ciagan_method(config: ml_collections.ConfigDict, variables: Mapping[str, Any],
+def model_method(config: ml_collections.ConfigDict, variables: Mapping[str, Any],
                   num_trained: int, controls_used: set[int] | None = None):
     """The generator as an evaluation method: batch dict -> composites in [0, 1].
 
@@ -165,7 +165,7 @@ def evaluate_variables(config: ml_collections.ConfigDict, workdir: str,
     check_claims_inputs(config, workdir)
     num_trained = identity_slots.resolve_num_identities(config)
     controls_used: set[int] = set()
-    methods = {model_row(config): ciagan_method(config, variables, num_trained, controls_used)}
+    methods = {model_row(config): model_method(config, variables, num_trained, controls_used)}
     methods.update({name: baselines.as_method(name) for name in config.eval.baselines})
     batches = make_eval_iterator(config.data.dir, split=config.data.eval_split,
                                  batch_size=config.eval.batch_size, image_size=config.image_size)

@@ -131,7 +131,7 @@ class _Table2Subset(Evaluator):
     def __call__(self, variables, step, out_dir, prefix="heldout"):
         ctx, c = self.context, self.context.config
         row = checkpoint_eval.model_row(c)
-        method = checkpoint_eval.ciagan_method(c, variables, ctx.num_trained)
+        method = checkpoint_eval.model_method(c, variables, ctx.num_trained)
         result = report.evaluate(
             ctx.eval_batches(self.max_records), {row: method}, out_dir,
             pnca_embedder=self.pnca(), use_dlib=self.use_dlib, detectors=self.detectors,

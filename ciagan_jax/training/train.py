@@ -155,10 +155,10 @@ def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, int | float | s
     return out
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     """Trains CIAGAN (or the translation baseline `config.model.family` names,
     `training.translation`) for `config.num_train_steps` iterations in `workdir`;
-    returns the state.
+    returns the final state (`state.TrainState`, or the baseline's own state).
 
     Writes TensorBoard events + logs (process 0), `checkpoints/<step>` every
     `checkpoint_every_steps` and at the end, `samples/step_<step>.png`

@@ -47,7 +47,7 @@ def test_every_evaluated_control_on_real_held_out_records_is_a_trained_slot(wild
     assert identity_slots.resolve_num_identities(config) == n_train
     variables = jax.device_get(factory.init_generator(config, jax.random.key(0)))
     used: set[int] = set()
-    method = checkpoint_eval.ciagan_method(config, variables, n_train, used)
+    method = checkpoint_eval.model_method(config, variables, n_train, used)
     sources = []
     for batch in make_eval_iterator(str(out), split="test", batch_size=8, image_size=64):
         out_img = method(batch)
