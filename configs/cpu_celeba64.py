@@ -1,14 +1,23 @@
 """CIAGAN at 64 px sized to train on a 2-core CPU: the shipped default model.
 
-The shipped model continues the earlier run: 7,200 iterations without
-DiffAugment (the bundle), then this recipe from a new workdir whose
-generator starts there (`init_generator_from`; a new critic and identity
-guide). Run (after preprocessing celeba_wild + celeba_train, see the README):
+Run (after preprocessing celeba_wild + celeba_train, see the README):
   python -m ciagan_jax.main --config configs/cpu_celeba64.py --workdir /work/runs/cpu64 \
       --mode=pretrain_identity --config.data.dir=/work/runs/data
   python -m ciagan_jax.main --config configs/cpu_celeba64.py --workdir /work/runs/cpu64 \
+      --config.data.dir=/work/runs/data
+
+To continue the shipped model in a new workdir (its critic is not shipped),
+start the generator from the bundle and let the new critic catch up alone
+first: a fresh critic scores the bundle's fakes at chance (0.50 / 0.50) for
+hundreds of steps, and a generator trained against it falls apart within
+200 iterations. After pretrain_identity as above:
+  python -m ciagan_jax.main --config configs/cpu_celeba64.py --workdir /work/runs/cpu64 \
       --config.data.dir=/work/runs/data \
-      [--config.init_generator_from=ciagan_jax/pretrained/ciagan_celeba64]
+      --config.init_generator_from=ciagan_jax/pretrained/ciagan_celeba64 \
+      --config.schedule.generator_steps=0 --config.schedule.identity_steps=0 \
+      --config.num_train_steps=600        # critic only, generator frozen
+  python -m ciagan_jax.main --config configs/cpu_celeba64.py --workdir /work/runs/cpu64 \
+      --config.data.dir=/work/runs/data   # resumes at 600 with the full schedule
 
 The method is the paper's (configs/default.py): landmark image + masked
 background in, one-hot identity control, LSGAN realism critic, a
