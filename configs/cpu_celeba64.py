@@ -6,18 +6,15 @@ Run (after preprocessing celeba_wild + celeba_train, see the README):
   python -m ciagan_jax.main --config configs/cpu_celeba64.py --workdir /work/runs/cpu64 \
       --config.data.dir=/work/runs/data
 
-To continue the shipped model in a new workdir (its critic is not shipped),
-start the generator from the bundle and let the new critic catch up alone
-first: a fresh critic scores the bundle's fakes at chance (0.50 / 0.50) for
-hundreds of steps, and a generator trained against it falls apart within
-200 iterations. After pretrain_identity as above:
-  python -m ciagan_jax.main --config configs/cpu_celeba64.py --workdir /work/runs/cpu64 \
-      --config.data.dir=/work/runs/data \
-      --config.init_generator_from=ciagan_jax/pretrained/ciagan_celeba64 \
-      --config.schedule.generator_steps=0 --config.schedule.identity_steps=0 \
-      --config.num_train_steps=600        # critic only, generator frozen
-  python -m ciagan_jax.main --config configs/cpu_celeba64.py --workdir /work/runs/cpu64 \
-      --config.data.dir=/work/runs/data   # resumes at 600 with the full schedule
+`--config.init_generator_from=ciagan_jax/pretrained/ciagan_celeba64` starts
+a new run's generator from the shipped one; it does not pay here. The
+critic is not shipped, and a new critic did not catch up with the
+7,200-iteration generator. Trained with it from the start, it sat at
+chance (0.50 / 0.50) and the fakes turned to pink blobs within 400
+iterations. Trained alone for 1,200 steps, it reached only 0.57 / 0.43
+(real / fake), and once the generator trained again it was back at chance
+within 100 iterations, at the generator's lr or a tenth of it. A weak
+critic is fooled by small changes of the fakes. Train from scratch instead.
 
 The method is the paper's (configs/default.py): landmark image + masked
 background in, one-hot identity control, LSGAN realism critic, a

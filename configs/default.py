@@ -140,7 +140,6 @@ def paper() -> config_dict.ConfigDict:
     o.critic_learning_rate = config_dict.placeholder(float)  # Critic's own lr (two-timescale rule); unset: learning_rate.
     o.b1 = 0.5  # Adam beta1.
     o.b2 = 0.9  # Adam beta2 (paper; release 0.999).
-    o.generator_warmup_steps = 0  # Generator steps scaled up linearly from 0 over this many of its Adam steps (fresh Adam moments move every weight by ~lr at once: harmful to a generator started from init_generator_from); 0: off.
 
     p = c.pretrain = config_dict.ConfigDict()
     p.enabled = True  # Start GAN training from a Proxy-NCA-pretrained identity network.

@@ -77,7 +77,6 @@ class IterationSpec:
     critic_with_landmarks: bool
     num_identities: int
     critic_augment: tuple[str, ...] = ()
-    generator_warmup_steps: int = 0
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "IterationSpec":
@@ -93,8 +92,7 @@ class IterationSpec:
                    identity_masked=bool(m.identity.masked),
                    critic_with_landmarks=bool(m.discriminator.with_landmarks),
                    num_identities=int(config.num_identities),
-                   critic_augment=critic_augment.parse_policy(l.get("critic_augment", "")),
-                   generator_warmup_steps=int(config.optim.get("generator_warmup_steps", 0)))
+                   critic_augment=critic_augment.parse_policy(l.get("critic_augment", "")))
         if spec.identity_embedding_norm not in losses.EMBEDDING_NORMS:
             raise ValueError(f"loss.identity_embedding_norm must be one of {losses.EMBEDDING_NORMS}, "
                              f"got {spec.identity_embedding_norm!r}")
@@ -195,18 +193,9 @@ class _Model:
 
 
 def _update(backend: plain.Backend, tx: optax.GradientTransformation, net: NetState, grads,
-            new_state, warmup_steps: int = 0) -> tuple[NetState, Array]:
-    """Optimizer step; returns the new net state and the gradients' global norm.
-
-    `warmup_steps`: the step is scaled by min(1, t / warmup_steps), t the
-    optimiser's own step count (read from its state, so a resumed run keeps
-    its place and the state's layout does not depend on the setting).
-    """
+            new_state) -> tuple[NetState, Array]:
+    """Optimizer step; returns the new net state and the gradients' global norm."""
     updates, opt_state = tx.update(grads, net.opt_state, net.params)
-    if warmup_steps:
-        count = optax.tree_utils.tree_get(opt_state, "count")
-        scale = jnp.minimum(1.0, count.astype(jnp.float32) / warmup_steps)
-        updates = jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
     params = optax.apply_updates(net.params, updates)
     # Materialized (a barrier on the CPU backend): otherwise XLA's CPU backend
     # fuses each step's Adam moments into the next step's update and the
@@ -373,8 +362,7 @@ def generator_step(model: _Model, tx, gen: NetState, disc: NetState, ident: NetS
     """One generator step: GAN loss + identity guidance toward the partner."""
     loss, gan, id_loss, grads, (g_state, d_state, i_state) = generator_grads(
         model, gen, disc, ident, b, rng)
-    gen, grad_norm = _update(model.nets.backend, tx, gen, grads, g_state,
-                             model.spec.generator_warmup_steps)
+    gen, grad_norm = _update(model.nets.backend, tx, gen, grads, g_state)
     metrics = {"generator_loss": loss, "generator_gan_loss": gan,
                "generator_identity_loss": id_loss, "generator_grad_norm": grad_norm}
     return gen, disc.replace(state=d_state), ident.replace(state=i_state), metrics

@@ -107,24 +107,3 @@ def test_margin_identity_term_is_falcos_cosine_margin_to_the_source_face():
             "loss.identity=margin", "model.identity_guidance=classification"]))
     with pytest.raises(ValueError, match="loss.identity must be one of"):
         steps.IterationSpec.from_config(load_config("release:smoke", ["loss.identity=arcface"]))
-
-
-def test_generator_warmup_scales_each_step_by_its_adam_count_over_the_warmup():
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-    import optax  # pylint: disable=g-import-not-at-top
-
-    from ciagan_jax.backends import plain  # pylint: disable=g-import-not-at-top
-
-    tx = optax.adam(1e-2)
-    params = {"w": jnp.ones((3,))}
-    grads = {"w": jnp.asarray([1.0, -2.0, 0.5])}
-    net = state_lib.NetState(params, {}, tx.init(params))
-    full, warm = net, net
-    for t in range(1, 4):
-        new_full, _ = steps._update(plain.PLAIN, tx, full, grads, {})
-        new_warm, _ = steps._update(plain.PLAIN, tx, warm, grads, {}, warmup_steps=4)
-        np.testing.assert_allclose(new_warm.params["w"] - warm.params["w"],
-                                   (new_full.params["w"] - full.params["w"]) * t / 4, atol=1e-6)
-        full, warm = new_full, new_warm
-    assert steps.IterationSpec.from_config(load_config(
-        "release:smoke", ["optim.generator_warmup_steps=200"])).generator_warmup_steps == 200
