@@ -91,7 +91,9 @@ def get_config(arg=None):
     c.loss.contrastive_margin = 1.0  # Distances on the unit sphere lie in [0, 2].
 
     c.schedule.critic_steps = 2  # Two critic steps per generator step (release: 5).
-    c.loss.critic_augment = "color,translation,cutout"  # DiffAugment on real and fake critic inputs: ~5,200 photos are too few for a critic not to memorise.
+    c.loss.critic_augment = "color,translation,cutout"  # Augmented real and fake critic inputs: ~5,200 photos are too few for a critic not to memorise.
+    c.loss.critic_augment_target = 0.6  # ADA: the augmentation probability rises only once the critic calls 80% of the reals real (mean sign 0.6).
+    c.loss.critic_augment_speed_images = 100_000  # p from 0 to 1 in ~3,000 iterations of 32 reals.
 
     c.optim.learning_rate = 2e-4  # Adam lr for all three networks.
     c.optim.critic_learning_rate = 4e-4  # The critic learns twice as fast (two-timescale rule).

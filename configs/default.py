@@ -128,6 +128,8 @@ def paper() -> config_dict.ConfigDict:
     l.identity_margin = 0.0  # m of loss.identity='margin': 1 keeps the identity, 0 makes the embeddings orthogonal.
     l.identity_weight = 1.0  # Weight of the identity-guidance term in the generator loss.
     l.critic_augment = ""  # DiffAugment policies on every critic input, real and fake, e.g. 'color,translation,cutout'; '': off (paper, release).
+    l.critic_augment_target = 0.0  # ADA: > 0 applies each transform with a probability p that starts at 0 and rises while mean sign(D(real) - 0.5) exceeds this (Karras et al.: 0.6); 0: p = 1 (DiffAugment).
+    l.critic_augment_speed_images = 100_000  # ADA: real images over which p can move from 0 to 1.
     l.proxy_nca_temperature = 1.0 / 3.0  # Proxy-NCA temperature (embeddings and proxies L2-normalised).
 
     s = c.schedule = config_dict.ConfigDict()

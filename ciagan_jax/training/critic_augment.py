@@ -17,6 +17,14 @@ Policies, each drawn independently per example:
   cutout       a zeroed square of half the side at a random place.
 Geometric policies move every channel, so the landmark condition (release
 critic) stays registered with the face.
+
+Applied to every input at full strength from iteration 0, it kept our
+critic at chance (0.50 / 0.50) and the fakes in 8-px blocks (held-out HOG
+detection 0.4% at iteration 1,000, against 9.4% without it). So each
+transform can instead be applied with probability p, per example, and p
+set adaptively as in ADA (Karras et al. 2020): it rises while the critic
+calls more than `target` of the real faces real, and falls otherwise
+(`adapt_probability`). An early critic at chance leaves p at 0.
 """
 
 from __future__ import annotations
@@ -84,19 +92,40 @@ def _cutout(rng: Array, x: Array) -> Array:
     return x * (~inside)[..., None].astype(x.dtype)
 
 
-def augment(rng: Array, x: Array, policy: Sequence[str], *, rgb_channels: int = 3) -> Array:
-    """`x` (N, H, W, C) with `policy`'s transforms applied in the order given.
+def augment(rng: Array, x: Array, policy: Sequence[str], *, p: float | Array = 1.0,
+            rgb_channels: int = 3) -> Array:
+    """`x` (N, H, W, C) with `policy`'s transforms applied in the order given,
+    each to an example with probability `p` (a float or a traced scalar).
 
     Differentiable in `x`; the first `rgb_channels` channels are the image
     (colour transforms touch only those). An empty policy returns `x`.
     """
     for name, key in zip(policy, jax.random.split(rng, max(len(policy), 1))):
+        op_key, apply_key = jax.random.split(key)
         if name == "color":
-            x = _color(key, x, rgb_channels)
+            y = _color(op_key, x, rgb_channels)
         elif name == "translation":
-            x = _translation(key, x)
+            y = _translation(op_key, x)
         elif name == "cutout":
-            x = _cutout(key, x)
+            y = _cutout(op_key, x)
         else:
             raise ValueError(f"unknown augmentation {name!r}; choose from {POLICIES}")
+        if isinstance(p, (int, float)) and p >= 1.0:
+            x = y
+        else:
+            chosen = jax.random.uniform(apply_key, (x.shape[0], 1, 1, 1)) < p
+            x = jnp.where(chosen, y, x)
     return x
+
+
+def real_sign(real_scores: Array) -> Array:
+    """ADA's overfitting measure r_t for an LSGAN critic (real target 1, fake 0):
+    the mean of sign(D(real) - 0.5); 0 at chance, 1 when every real is called real."""
+    return jnp.mean(jnp.sign(real_scores - 0.5))
+
+
+def adapt_probability(p: Array, r: Array, *, target: float, images: int,
+                      speed_images: int) -> Array:
+    """One ADA update: p moves by images / speed_images toward more
+    augmentation when r > target, toward less otherwise; kept in [0, 1]."""
+    return jnp.clip(p + jnp.sign(r - target) * (images / speed_images), 0.0, 1.0)

@@ -6,6 +6,7 @@ one orbax item and one sharding tree):
   TrainState
     step        int32 scalar, completed iterations
     rng         uint32 (2,) raw PRNG key (WGAN-GP interpolation weights)
+    augment_p   float32 scalar, the critic-augmentation probability (ADA)
     generator      NetState(params, state={'spectral'}, opt_state)
     discriminator  NetState(params, state={'spectral'}, opt_state)
     identity       NetState(params={'backbone', ['head']},
@@ -44,6 +45,7 @@ class NetState:
 class TrainState:
     step: jax.Array
     rng: jax.Array
+    augment_p: jax.Array
     generator: NetState
     discriminator: NetState
     identity: NetState
@@ -100,6 +102,10 @@ def init_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         rng=state_rng,
+        # Adaptive augmentation (loss.critic_augment_target > 0) starts at 0; plain
+        # DiffAugment applies every transform to every input.
+        augment_p=jnp.asarray(0.0 if config.loss.get("critic_augment_target", 0.0) else 1.0,
+                              jnp.float32),
         generator=NetState(g_params, g_state, txs.generator.init(g_params)),
         discriminator=NetState(d_params, d_state, txs.discriminator.init(d_params)),
         identity=NetState(i_params, i_state, txs.identity.init(i_params)))

@@ -77,6 +77,8 @@ class IterationSpec:
     critic_with_landmarks: bool
     num_identities: int
     critic_augment: tuple[str, ...] = ()
+    critic_augment_target: float = 0.0
+    critic_augment_speed_images: int = 100_000
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "IterationSpec":
@@ -92,7 +94,10 @@ class IterationSpec:
                    identity_masked=bool(m.identity.masked),
                    critic_with_landmarks=bool(m.discriminator.with_landmarks),
                    num_identities=int(config.num_identities),
-                   critic_augment=critic_augment.parse_policy(l.get("critic_augment", "")))
+                   critic_augment=critic_augment.parse_policy(l.get("critic_augment", "")),
+                   critic_augment_target=float(l.get("critic_augment_target", 0.0)),
+                   critic_augment_speed_images=int(l.get("critic_augment_speed_images",
+                                                         100_000)))
         if spec.identity_embedding_norm not in losses.EMBEDDING_NORMS:
             raise ValueError(f"loss.identity_embedding_norm must be one of {losses.EMBEDDING_NORMS}, "
                              f"got {spec.identity_embedding_norm!r}")
@@ -168,9 +173,10 @@ class _Model:
             return jnp.concatenate([image, landmarks], axis=-1)
         return image
 
-    def augment(self, rng: Array, x: Array) -> Array:
-        """The critic's input under `loss.critic_augment` (DiffAugment); as is when off."""
-        return critic_augment.augment(rng, x, self.spec.critic_augment)
+    def augment(self, rng: Array, x: Array, p: Array | float = 1.0) -> Array:
+        """The critic's input under `loss.critic_augment`, each transform with
+        probability `p`; as is when off."""
+        return critic_augment.augment(rng, x, self.spec.critic_augment, p=p)
 
     def critic(self, d_params, d_state, x: Array) -> tuple[Array, dict]:
         out, d_state = _apply(self.nets.discriminator, d_params, d_state, x, train=True)
@@ -234,18 +240,20 @@ def identity_step(model: _Model, tx, net: NetState, b: Batch) -> tuple[NetState,
 
 
 def critic_step(model: _Model, tx, gen: NetState, disc: NetState, fake_b: Batch,
-                real_b: Batch, rng: Array) -> tuple[NetState, NetState, Metrics]:
+                real_b: Batch, rng: Array, augment_p: Array | float = 1.0
+                ) -> tuple[NetState, NetState, Metrics]:
     """One critic step: fakes from the frozen generator, reals from another batch.
 
     With `loss.critic_augment`, real and fake inputs each get their own
-    random transforms (keys folded from `rng`, which alone drives WGAN-GP)."""
+    random transforms, each with probability `augment_p` (keys folded from
+    `rng`, which alone drives WGAN-GP)."""
     spec = model.spec
     fake_image, g_state = model.generate(gen.params, gen.state, fake_b, train=True)
     fake_x = jax.lax.stop_gradient(model.critic_input(fake_image, fake_b["landmarks"]))
     real_x = model.critic_input(real_b["image"], real_b["landmarks"])
     if spec.critic_augment:
-        fake_x = model.augment(jax.random.fold_in(rng, 1), fake_x)
-        real_x = model.augment(jax.random.fold_in(rng, 2), real_x)
+        fake_x = model.augment(jax.random.fold_in(rng, 1), fake_x, augment_p)
+        real_x = model.augment(jax.random.fold_in(rng, 2), real_x, augment_p)
 
     def loss_fn(params):
         fake_logits, st = model.critic(params, disc.state, fake_x)
@@ -253,7 +261,8 @@ def critic_step(model: _Model, tx, gen: NetState, disc: NetState, fake_b: Batch,
         loss = losses.discriminator_loss(spec.gan, real_logits, fake_logits,
                                          lsgan_form=spec.lsgan_form)
         aux = {"critic_real_score": jnp.mean(real_logits),
-               "critic_fake_score": jnp.mean(fake_logits)}
+               "critic_fake_score": jnp.mean(fake_logits),
+               "critic_real_sign": critic_augment.real_sign(real_logits)}
         if spec.gan == "wgan_gp":
             frozen = {"params": params, **st}
             gp = losses.gradient_penalty(
@@ -298,7 +307,8 @@ class GeneratorLoss:
 
 
 def generator_loss(model: _Model, gen: NetState, disc: NetState, ident: NetState,
-                   b: Batch, rng: Array | None = None) -> GeneratorLoss:
+                   b: Batch, rng: Array | None = None,
+                   augment_p: Array | float = 1.0) -> GeneratorLoss:
     """`GeneratorLoss` on pair batch `b`: LSGAN/vanilla/WGAN realism of the
     composite, and identity guidance: toward the partner's identity (the
     paper's contrastive or classification term), or with `loss.identity =
@@ -316,7 +326,7 @@ def generator_loss(model: _Model, gen: NetState, disc: NetState, ident: NetState
     def gan(fake):
         x = model.critic_input(fake, b["landmarks"])
         if spec.critic_augment:
-            x = model.augment(rng, x)
+            x = model.augment(rng, x, augment_p)
         logits, d_state = model.critic(disc.params, disc.state, x)
         return losses.generator_loss(spec.gan, logits, lsgan_form=spec.lsgan_form), d_state
 
@@ -341,7 +351,7 @@ def generator_loss(model: _Model, gen: NetState, disc: NetState, ident: NetState
 
 
 def generator_grads(model: _Model, gen: NetState, disc: NetState, ident: NetState,
-                    b: Batch, rng: Array | None = None
+                    b: Batch, rng: Array | None = None, augment_p: Array | float = 1.0
                     ) -> tuple[Array, Array, Array, Any, tuple[Any, Any, Any]]:
     """L_G, its GAN and identity parts, its gradient in the generator's params,
     and the advanced (generator, critic, identity) network states.
@@ -350,18 +360,18 @@ def generator_grads(model: _Model, gen: NetState, disc: NetState, ident: NetStat
     backend; the CPU backend computes the same gradient in an order that
     saves memory (`xla_cpu.ordered_generator_value_and_grad`, tested equal).
     """
-    loss_fn = generator_loss(model, gen, disc, ident, b, rng)
+    loss_fn = generator_loss(model, gen, disc, ident, b, rng, augment_p)
     (loss, (gan, id_loss, states)), grads = model.nets.backend.generator_value_and_grad(
         loss_fn, gen.params)
     return loss, gan, id_loss, grads, states
 
 
 def generator_step(model: _Model, tx, gen: NetState, disc: NetState, ident: NetState,
-                   b: Batch, rng: Array | None = None
+                   b: Batch, rng: Array | None = None, augment_p: Array | float = 1.0
                    ) -> tuple[NetState, NetState, NetState, Metrics]:
     """One generator step: GAN loss + identity guidance toward the partner."""
     loss, gan, id_loss, grads, (g_state, d_state, i_state) = generator_grads(
-        model, gen, disc, ident, b, rng)
+        model, gen, disc, ident, b, rng, augment_p)
     gen, grad_norm = _update(model.nets.backend, tx, gen, grads, g_state)
     metrics = {"generator_loss": loss, "generator_gan_loss": gan,
                "generator_identity_loss": id_loss, "generator_grad_norm": grad_norm}
@@ -409,9 +419,10 @@ def train_iteration(state: TrainState, batches: Batch, *, nets: factory.Networks
         collected.append(m)
         done = m["identity_grad_norm"]
         k += 1
+    p = state.augment_p
     for j in range(spec.critic_steps):
         gen, disc, m = critic_step(model, txs.discriminator, gen, disc, take(k), take(k + 1),
-                                   gp_rngs[j])
+                                   gp_rngs[j], p)
         collected.append(m)
         done = m["critic_grad_norm"]
         k += 2
@@ -419,12 +430,21 @@ def train_iteration(state: TrainState, batches: Batch, *, nets: factory.Networks
         # A key apart from the critic steps' (which WGAN-GP alone used before).
         aug_rng = jax.random.fold_in(step_rng, 1_000 + j)
         gen, disc, ident, m = generator_step(model, txs.generator, gen, disc, ident, take(k),
-                                             aug_rng)
+                                             aug_rng, p)
         collected.append(m)
         k += 1
-    new_state = TrainState(step=state.step + 1, rng=rng, generator=gen, discriminator=disc,
-                           identity=ident)
-    return new_state, _mean_metrics(collected)
+    metrics = _mean_metrics(collected)
+    if spec.critic_augment:  # The probability this iteration used.
+        metrics["augment_p"] = jnp.asarray(p, jnp.float32)
+    if spec.critic_augment and spec.critic_augment_target and spec.critic_steps:
+        # ADA: the next iteration's p, from this iteration's real scores.
+        reals = spec.critic_steps * batches["image"].shape[1]
+        p = critic_augment.adapt_probability(
+            p, metrics["critic_real_sign"], target=spec.critic_augment_target, images=reals,
+            speed_images=spec.critic_augment_speed_images)
+    new_state = TrainState(step=state.step + 1, rng=rng, augment_p=p, generator=gen,
+                           discriminator=disc, identity=ident)
+    return new_state, metrics
 
 
 def make_train_iteration(config: ml_collections.ConfigDict, mesh: Mesh, state_sharding: Any,

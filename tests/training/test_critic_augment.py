@@ -100,3 +100,39 @@ def test_iteration_with_augmentation_trains_and_differs_from_the_one_without():
     # Same initial state and batches: only the critic's view of them changed.
     assert on_m["critic_loss"] != off_m["critic_loss"]
     assert on_m["identity_loss"] == off_m["identity_loss"]
+
+
+def test_probability_zero_leaves_inputs_alone_and_one_half_augments_about_half():
+    x = _images(n=64, c=3) + 0.5
+    np.testing.assert_array_equal(aug.augment(jax.random.key(0), x, ("cutout",), p=0.0), x)
+    y = np.asarray(aug.augment(jax.random.key(0), x, ("cutout",), p=jnp.float32(0.5)))
+    cut = (y == 0).any(axis=(1, 2, 3)).mean()
+    assert 0.3 < cut < 0.7
+
+
+def test_ada_probability_rises_when_the_critic_calls_reals_real_and_falls_otherwise():
+    scores_overfit = jnp.asarray([0.9, 0.95, 0.8, 0.2])  # 3 of 4 real: sign mean 0.5.
+    assert float(aug.real_sign(scores_overfit)) == 0.5
+    up = aug.adapt_probability(jnp.float32(0.2), jnp.float32(0.9), target=0.6, images=32,
+                               speed_images=320)
+    down = aug.adapt_probability(jnp.float32(0.2), jnp.float32(0.1), target=0.6, images=32,
+                                 speed_images=320)
+    np.testing.assert_allclose([float(up), float(down)], [0.3, 0.1], rtol=1e-6)
+    assert float(aug.adapt_probability(jnp.float32(0.0), jnp.float32(0.0), target=0.6,
+                                       images=32, speed_images=320)) == 0.0
+
+
+def test_adaptive_iteration_starts_at_p_zero_and_carries_p_in_the_state():
+    config = load_config(os.path.join(REPO, "configs", "release.py:smoke"),
+                         ["loss.critic_augment=color,translation,cutout",
+                          "loss.critic_augment_target=0.6",
+                          "loss.critic_augment_speed_images=8"])
+    config.batch_size = 4
+    mesh, shardings, batches, fresh = iteration_inputs(config)
+    start = fresh()
+    assert float(start.augment_p) == 0.0
+    state, metrics = steps.make_train_iteration(config, mesh, shardings)(start, batches)
+    m = jax.device_get(metrics)
+    # Two critic steps of 4 reals move p by 8 / 8 = 1 step of the clip: to 0 or 1.
+    want = 1.0 if m["critic_real_sign"] > 0.6 else 0.0
+    assert float(state.augment_p) == want and m["augment_p"] == 0.0
