@@ -319,6 +319,10 @@ def export_from_workdir(config, workdir: str, export_dir: str,
     num_trained = identity_slots.resolve_num_identities(config)
     variables, step = checkpoint.load_generator_variables(config, workdir, return_step=True)
     info: dict[str, Any] = {"training_step": int(step), "workdir": os.path.abspath(workdir)}
+    half_life = float(config.optim.get("generator_ema_half_life_images", 0) or 0)
+    info["generator_weights"] = (
+        f"average over iterations, half-life {half_life:g} generated images"
+        if half_life > 0 and config.eval.get("use_generator_ema", True) else "raw")
     if config.data.dir:
         m = identity_slots.read_manifest(config.data.dir)
         info["data"] = {"dir": os.path.abspath(config.data.dir), "inputs": m.get("inputs"),

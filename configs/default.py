@@ -142,6 +142,7 @@ def paper() -> config_dict.ConfigDict:
     o.critic_learning_rate = config_dict.placeholder(float)  # Critic's own lr (two-timescale rule); unset: learning_rate.
     o.b1 = 0.5  # Adam beta1.
     o.b2 = 0.9  # Adam beta2 (paper; release 0.999).
+    o.generator_ema_half_life_images = 0  # > 0: also keep an average of the generator's weights with this half-life in generated images (StyleGAN: 10,000), evaluated and exported instead of the raw ones; 0: none (paper, release).
 
     p = c.pretrain = config_dict.ConfigDict()
     p.enabled = True  # Start GAN training from a Proxy-NCA-pretrained identity network.
@@ -162,6 +163,7 @@ def paper() -> config_dict.ConfigDict:
     # The evaluation protocol the evaluators share.
     e = c.eval = config_dict.ConfigDict()
     e.batch_size = 16  # Records per evaluation batch.
+    e.use_generator_ema = True  # Evaluate, sample and export the generator's weight average when the run keeps one (optim.generator_ema_half_life_images); False: the raw weights.
     e.baselines = ("pixel8", "pixel16", "blur9", "blur17", "mask")  # Rows besides original and CIAGAN.
     e.detectors = ("hog", "cnn")  # dlib HOG and dlib CNN (MMOD) detection rates.
     e.hog_upsample = 1  # HOG upsampling (paper protocol: 1).

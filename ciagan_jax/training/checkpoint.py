@@ -12,11 +12,14 @@ resumes a SIGKILLed run, ignores a torn tmp directory, restores an 8-device run 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from ciagan_jax.training import generator_ema
 
 PyTree = Any
 
@@ -47,11 +50,35 @@ def abstract_with_shardings(abstract: PyTree, shardings: PyTree) -> PyTree:
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract: PyTree,
             shardings: PyTree) -> tuple[PyTree, dict]:
-    """Restores (state, meta) of `step` into `shardings` (any device count)."""
-    target = abstract_with_shardings(abstract, shardings)
+    """Restores (state, meta) of `step` into `shardings` (any device count).
+
+    A checkpoint written before the train state had its `generator_ema`
+    field restores too. When the config keeps a generator average and the
+    checkpoint holds none, the average starts from the checkpoint's
+    generator: it never feeds back into training, so switching it on
+    partway through a run changes nothing else.
+    """
+    on_disk = manager.item_metadata(step)["state"]
+    names = [f.name for f in dataclasses.fields(abstract)]
+    start_average = (getattr(abstract, "generator_ema", None) is not None
+                     and on_disk.get("generator_ema") is None)
+    if set(names) == set(on_disk.keys()) and not start_average:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_with_shardings(abstract, shardings)),
+            meta=ocp.args.JsonRestore()))
+        return restored["state"], dict(restored["meta"])
+    # Restore the fields the checkpoint has, by name, then fill in the rest.
+    saved = [n for n in names if n in on_disk]
+    target = {n: None if start_average and n == "generator_ema"
+              else abstract_with_shardings(getattr(abstract, n), getattr(shardings, n))
+              for n in saved}
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-    return restored["state"], dict(restored["meta"])
+    state = type(abstract)(**{n: restored["state"][n] for n in saved if n != "generator_ema"})
+    if start_average:
+        state = state.replace(generator_ema=jax.device_put(
+            generator_ema.start_from(state.generator.params), shardings.generator_ema))
+    return state, dict(restored["meta"])
 
 
 def latest_step(manager: ocp.CheckpointManager) -> int | None:
@@ -63,6 +90,9 @@ def latest_step(manager: ocp.CheckpointManager) -> int | None:
 def load_generator_variables(config, workdir: str, *, step: int | None = None,
                              return_step: bool = False):
     """Generator+embedder variables ({'params', 'spectral'}) of a training checkpoint.
+
+    The params are the run's weight average when it keeps one and
+    `config.eval.use_generator_ema` (the default), else the raw generator's.
 
     Reads `workdir/checkpoints/<step>` (default: the latest finished step)
     onto the first local device; used by `--mode=evaluate` and `--mode=export`.
@@ -90,5 +120,6 @@ def load_generator_variables(config, workdir: str, *, step: int | None = None,
         state, _ = restore(manager, step, abstract, jax.tree.map(lambda _: device, abstract))
     finally:
         manager.close()
-    variables = {"params": state.generator.params, **state.generator.state}
+    params = state_lib.generator_eval_params(state, config.eval.get("use_generator_ema", True))
+    variables = {"params": params, **state.generator.state}
     return (variables, step) if return_step else variables

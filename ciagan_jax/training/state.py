@@ -11,6 +11,8 @@ one orbax item and one sharding tree):
     discriminator  NetState(params, state={'spectral'}, opt_state)
     identity       NetState(params={'backbone', ['head']},
                             state={'batch_stats' and/or 'spectral'}, opt_state)
+    generator_ema  the generator's params averaged over iterations
+                   (`generator_ema`), or None when the config keeps none
 
 `params` are always float32 (master weights), whatever `compute_dtype` is.
 The optax transformations themselves are not state; `make_optimizers`
@@ -28,6 +30,7 @@ import ml_collections
 import optax
 
 from ciagan_jax.models import factory
+from ciagan_jax.training import generator_ema as ema_lib
 
 PyTree = Any
 
@@ -49,6 +52,8 @@ class TrainState:
     generator: NetState
     discriminator: NetState
     identity: NetState
+    # Last and defaulted, so states and checkpoints without an average keep their layout.
+    generator_ema: PyTree = None
 
 
 class Optimizers(NamedTuple):
@@ -108,7 +113,23 @@ def init_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
                               jnp.float32),
         generator=NetState(g_params, g_state, txs.generator.init(g_params)),
         discriminator=NetState(d_params, d_state, txs.discriminator.init(d_params)),
-        identity=NetState(i_params, i_state, txs.identity.init(i_params)))
+        identity=NetState(i_params, i_state, txs.identity.init(i_params)),
+        generator_ema=ema_lib.start_from(g_params) if keeps_generator_ema(config) else None)
+
+
+def keeps_generator_ema(config: ml_collections.ConfigDict) -> bool:
+    """Whether `config` trains with an average of the generator's weights."""
+    return float(config.optim.get("generator_ema_half_life_images", 0) or 0) > 0
+
+
+def generator_eval_params(state: Any, use_ema: bool = True) -> PyTree:
+    """The generator params to evaluate and export: the average when `use_ema`
+    and the state keeps one (`optim.generator_ema_half_life_images`), else the raw ones.
+
+    Works on any family's state with a `generator` NetState.
+    """
+    average = getattr(state, "generator_ema", None)
+    return average if use_ema and average is not None else state.generator.params
 
 
 def seed_key(seed: int) -> jax.Array:

@@ -40,6 +40,7 @@ from ciagan_jax.backends import plain
 from ciagan_jax.models import factory
 from ciagan_jax.models.generator import composite, generator_input
 from ciagan_jax.training import critic_augment
+from ciagan_jax.training import generator_ema
 from ciagan_jax.training import mesh as mesh_lib
 from ciagan_jax.training.state import NetState, Optimizers, TrainState, make_optimizers
 
@@ -79,6 +80,7 @@ class IterationSpec:
     critic_augment: tuple[str, ...] = ()
     critic_augment_target: float = 0.0
     critic_augment_speed_images: int = 100_000
+    generator_ema_half_life_images: float = 0.0
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "IterationSpec":
@@ -97,7 +99,9 @@ class IterationSpec:
                    critic_augment=critic_augment.parse_policy(l.get("critic_augment", "")),
                    critic_augment_target=float(l.get("critic_augment_target", 0.0)),
                    critic_augment_speed_images=int(l.get("critic_augment_speed_images",
-                                                         100_000)))
+                                                         100_000)),
+                   generator_ema_half_life_images=float(
+                       config.optim.get("generator_ema_half_life_images", 0) or 0))
         if spec.identity_embedding_norm not in losses.EMBEDDING_NORMS:
             raise ValueError(f"loss.identity_embedding_norm must be one of {losses.EMBEDDING_NORMS}, "
                              f"got {spec.identity_embedding_norm!r}")
@@ -442,8 +446,17 @@ def train_iteration(state: TrainState, batches: Batch, *, nets: factory.Networks
         p = critic_augment.adapt_probability(
             p, metrics["critic_real_sign"], target=spec.critic_augment_target, images=reals,
             speed_images=spec.critic_augment_speed_images)
+    average = state.generator_ema
+    if spec.generator_ema_half_life_images > 0:
+        if average is None:
+            raise ValueError("optim.generator_ema_half_life_images > 0 but the train state "
+                             "keeps no generator_ema: build it with init_train_state(config)")
+        beta = generator_ema.decay(
+            state.step, images_per_iteration=spec.generator_steps * batches["image"].shape[1],
+            half_life_images=spec.generator_ema_half_life_images)
+        average = generator_ema.update(average, gen.params, beta)
     new_state = TrainState(step=state.step + 1, rng=rng, augment_p=p, generator=gen,
-                           discriminator=disc, identity=ident)
+                           discriminator=disc, identity=ident, generator_ema=average)
     return new_state, metrics
 
 

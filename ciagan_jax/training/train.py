@@ -23,6 +23,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from ciagan_jax.data import identity_slots
 from ciagan_jax.models import factory
 from ciagan_jax.training import checkpoint as ckpt_lib
+from ciagan_jax.training import generator_ema
 from ciagan_jax.training import mesh as mesh_lib
 from ciagan_jax.training import state as state_lib
 from ciagan_jax.training import steps as steps_lib
@@ -94,7 +95,9 @@ def warm_start_generator(config: ml_collections.ConfigDict,
                           {k: v for k, v in expected.items() if k != "params"})
     logging.info("Generator starts from %s (%s)", path,
                  {k: saved.meta.get(k) for k in ("source", "num_trained_identities")})
-    return state.replace(generator=state_lib.NetState(params, others, tx.init(params)))
+    average = None if state.generator_ema is None else generator_ema.start_from(params)
+    return state.replace(generator=state_lib.NetState(params, others, tx.init(params)),
+                         generator_ema=average)
 
 
 def _check_finite(metrics: Mapping[str, Any], step: int, manager) -> None:
@@ -117,15 +120,16 @@ def _grid_controls(identity: np.ndarray, num_trained: int) -> np.ndarray:
 
 
 def sample_grid(sample_fn, state: state_lib.TrainState, batch: Mapping[str, np.ndarray],
-                num_trained: int) -> np.ndarray:
+                num_trained: int, use_ema: bool = True) -> np.ndarray:
     """Grid (rows*S, 5*S, 3) float in [0, 1]: source | landmarks | 3 composites per row.
 
     `num_trained`: the trained one-hot slots; controls are drawn below it.
+    The generator is the weight average when `use_ema` and the state keeps one.
     """
     controls = _grid_controls(np.asarray(batch["identity"]), num_trained)
     inputs = {k: np.asarray(batch[k]) for k in ("image", "landmarks", "mask")}
-    comps = np.asarray(jax.device_get(sample_fn(state.generator.params, state.generator.state,
-                                                inputs, controls)))
+    params = state_lib.generator_eval_params(state, use_ema)
+    comps = np.asarray(jax.device_get(sample_fn(params, state.generator.state, inputs, controls)))
     columns = [inputs["image"], np.clip(inputs["landmarks"], 0, 1)] + list(comps)
     rows = [np.concatenate([c[r] for c in columns], axis=1) for r in range(comps.shape[1])]
     return np.concatenate(rows, axis=0)
@@ -221,6 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                              writer=writer, every_steps=config.log_every_steps)
     pairs_per_iteration = config.batch_size * k_batches
+    use_ema = bool(config.eval.get("use_generator_ema", True))
 
     logging.info("Training %d -> %d iterations, %d pair batches of %d per iteration on %d "
                  "devices", initial_step, config.num_train_steps, k_batches, config.batch_size,
@@ -283,14 +288,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
             if config.sample_every_steps and (step % config.sample_every_steps == 0 or is_last):
                 with report.timed("samples"):
                     grid = (translation.sample_grid(sample_fn, state, grid_batch) if baseline
-                            else sample_grid(sample_fn, state, grid_batch, num_trained))
+                            else sample_grid(sample_fn, state, grid_batch, num_trained, use_ema))
                     if jax.process_index() == 0:
                         writer.write_images(step, {"samples": grid[None]})
                         _write_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
             due = [e for e in evaluators if e.due(step, is_last)]
             if due:
-                variables = jax.device_get({"params": state.generator.params,
-                                            **state.generator.state})
+                variables = jax.device_get({
+                    "params": state_lib.generator_eval_params(state, use_ema),
+                    **state.generator.state})
                 for ev in due:
                     with report.timed(f"eval_{ev.name}"):
                         writer.write_scalars(step, ev(variables, step, evaluators_lib.training_dir(

@@ -83,25 +83,6 @@ def test_policy_text_is_validated_and_empty_means_off():
     np.testing.assert_array_equal(aug.augment(jax.random.key(0), x, ()), x)
 
 
-def test_iteration_with_augmentation_trains_and_differs_from_the_one_without():
-    base = load_config(os.path.join(REPO, "configs", "release.py:smoke"))
-    base.batch_size = 4
-    on = load_config(os.path.join(REPO, "configs", "release.py:smoke"),
-                     ["loss.critic_augment=color,translation,cutout"])
-    on.batch_size = 4
-    assert steps.IterationSpec.from_config(on).critic_augment == aug.POLICIES
-    results = []
-    for config in (base, on):
-        mesh, shardings, batches, fresh = iteration_inputs(config)
-        _, metrics = steps.make_train_iteration(config, mesh, shardings)(fresh(), batches)
-        results.append(jax.device_get(metrics))
-    off_m, on_m = results
-    assert all(np.isfinite(v) for v in on_m.values()), on_m
-    # Same initial state and batches: only the critic's view of them changed.
-    assert on_m["critic_loss"] != off_m["critic_loss"]
-    assert on_m["identity_loss"] == off_m["identity_loss"]
-
-
 def test_probability_zero_leaves_inputs_alone_and_one_half_augments_about_half():
     x = _images(n=64, c=3) + 0.5
     np.testing.assert_array_equal(aug.augment(jax.random.key(0), x, ("cutout",), p=0.0), x)
@@ -122,17 +103,27 @@ def test_ada_probability_rises_when_the_critic_calls_reals_real_and_falls_otherw
                                        images=32, speed_images=320)) == 0.0
 
 
-def test_adaptive_iteration_starts_at_p_zero_and_carries_p_in_the_state():
+def test_iteration_augments_only_the_critic_and_carries_the_adaptive_p_in_the_state():
+    # One compile serves both probabilities: p is state, not a static setting.
     config = load_config(os.path.join(REPO, "configs", "release.py:smoke"),
                          ["loss.critic_augment=color,translation,cutout",
                           "loss.critic_augment_target=0.6",
                           "loss.critic_augment_speed_images=8"])
     config.batch_size = 4
+    assert steps.IterationSpec.from_config(config).critic_augment == aug.POLICIES
     mesh, shardings, batches, fresh = iteration_inputs(config)
+    iteration = steps.make_train_iteration(config, mesh, shardings)
     start = fresh()
     assert float(start.augment_p) == 0.0
-    state, metrics = steps.make_train_iteration(config, mesh, shardings)(start, batches)
-    m = jax.device_get(metrics)
+    state, off = iteration(start, batches)
+    off = jax.device_get(off)
     # Two critic steps of 4 reals move p by 8 / 8 = 1 step of the clip: to 0 or 1.
-    want = 1.0 if m["critic_real_sign"] > 0.6 else 0.0
-    assert float(state.augment_p) == want and m["augment_p"] == 0.0
+    want = 1.0 if off["critic_real_sign"] > 0.6 else 0.0
+    assert float(state.augment_p) == want and off["augment_p"] == 0.0
+    _, on = iteration(fresh().replace(augment_p=jnp.float32(1.0)), batches)
+    on = jax.device_get(on)
+    assert all(np.isfinite(v) for v in on.values()), on
+    assert on["augment_p"] == 1.0
+    # Same initial state and batches: only the critic's view of them changed.
+    assert on["critic_loss"] != off["critic_loss"]
+    assert on["identity_loss"] == off["identity_loss"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ciagan_jax  # noqa: F401  (sets the XLA CPU flags before JAX starts)
 
+import copy
 import os
 import re
 import shutil
@@ -271,7 +272,7 @@ def test_hyperparameters_logged_are_the_whole_flattened_config():
     assert len(hparams) == leaves(config.to_dict())
 
 
-def test_new_run_starts_its_generator_from_a_saved_one_and_refuses_another_network(
+def test_new_run_starts_its_generator_and_its_average_from_a_saved_one_and_refuses_another_network(
         reference_run, data_dir, env, tmp_path):
     from ciagan_jax.models import serialization  # pylint: disable=g-import-not-at-top
     from ciagan_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
@@ -290,6 +291,11 @@ def test_new_run_starts_its_generator_from_a_saved_one_and_refuses_another_netwo
                                 jax.tree.leaves(want["params"])):
         np.testing.assert_array_equal(got, exp, err_msg=str(path))
     assert int(started.generator.opt_state[0].count) == 0  # Adam starts afresh.
+    averaged = copy.deepcopy(config)
+    averaged.optim.generator_ema_half_life_images = 1000
+    with_avg = train.warm_start_generator(
+        averaged, state_lib.init_train_state(averaged, state_lib.seed_key(0)))
+    jax.tree.map(np.testing.assert_array_equal, with_avg.generator_ema, with_avg.generator.params)
     for a, b in zip(jax.tree.leaves(started.discriminator), jax.tree.leaves(fresh.discriminator)):
         np.testing.assert_array_equal(a, b)
 
