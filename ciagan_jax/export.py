@@ -315,14 +315,15 @@ def export_from_workdir(config, workdir: str, export_dir: str,
     # Lazy: the training stack (orbax, optax) is not needed to load bundles.
     from ciagan_jax.data import identity_slots  # pylint: disable=g-import-not-at-top
     from ciagan_jax.training import checkpoint  # pylint: disable=g-import-not-at-top
+    from ciagan_jax.training import generator_ema  # pylint: disable=g-import-not-at-top
 
     num_trained = identity_slots.resolve_num_identities(config)
     variables, step = checkpoint.load_generator_variables(config, workdir, return_step=True)
     info: dict[str, Any] = {"training_step": int(step), "workdir": os.path.abspath(workdir)}
-    half_life = float(config.optim.get("generator_ema_half_life_images", 0) or 0)
+    half_life = generator_ema.half_life_images(config)
     info["generator_weights"] = (
         f"average over iterations, half-life {half_life:g} generated images"
-        if half_life > 0 and config.eval.get("use_generator_ema", True) else "raw")
+        if half_life > 0 and generator_ema.evaluated(config) else "raw")
     if config.data.dir:
         m = identity_slots.read_manifest(config.data.dir)
         info["data"] = {"dir": os.path.abspath(config.data.dir), "inputs": m.get("inputs"),

@@ -58,27 +58,22 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract: PyTree,
     generator: it never feeds back into training, so switching it on
     partway through a run changes nothing else.
     """
+    # Restored field by field, by name, so a checkpoint may lack a field
+    # (`generator_ema` is the only one that may) and the rest is filled in.
     on_disk = manager.item_metadata(step)["state"]
-    names = [f.name for f in dataclasses.fields(abstract)]
     start_average = (getattr(abstract, "generator_ema", None) is not None
                      and on_disk.get("generator_ema") is None)
-    if set(names) == set(on_disk.keys()) and not start_average:
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_with_shardings(abstract, shardings)),
-            meta=ocp.args.JsonRestore()))
-        return restored["state"], dict(restored["meta"])
-    # Restore the fields the checkpoint has, by name, then fill in the rest.
-    saved = [n for n in names if n in on_disk]
+    saved = [f.name for f in dataclasses.fields(abstract) if f.name in on_disk]
     target = {n: None if start_average and n == "generator_ema"
               else abstract_with_shardings(getattr(abstract, n), getattr(shardings, n))
               for n in saved}
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-    state = type(abstract)(**{n: restored["state"][n] for n in saved if n != "generator_ema"})
+    fields = dict(restored["state"])
     if start_average:
-        state = state.replace(generator_ema=jax.device_put(
-            generator_ema.start_from(state.generator.params), shardings.generator_ema))
-    return state, dict(restored["meta"])
+        fields["generator_ema"] = jax.device_put(
+            generator_ema.start_from(fields["generator"].params), shardings.generator_ema)
+    return type(abstract)(**fields), dict(restored["meta"])
 
 
 def latest_step(manager: ocp.CheckpointManager) -> int | None:
@@ -120,6 +115,6 @@ def load_generator_variables(config, workdir: str, *, step: int | None = None,
         state, _ = restore(manager, step, abstract, jax.tree.map(lambda _: device, abstract))
     finally:
         manager.close()
-    params = state_lib.generator_eval_params(state, config.eval.get("use_generator_ema", True))
+    params = state_lib.generator_eval_params(state, generator_ema.evaluated(config))
     variables = {"params": params, **state.generator.state}
     return (variables, step) if return_step else variables

@@ -31,6 +31,16 @@ import jax.numpy as jnp
 PyTree = Any
 
 
+def half_life_images(config: Any) -> float:
+    """`optim.generator_ema_half_life_images` of `config`; 0 when it keeps no average."""
+    return float(config.optim.get("generator_ema_half_life_images", 0) or 0)
+
+
+def evaluated(config: Any) -> bool:
+    """Whether evaluation, samples and export use the average when a run keeps one."""
+    return bool(config.eval.get("use_generator_ema", True))
+
+
 def decay(step: jax.Array | int, *, images_per_iteration: int,
           half_life_images: float) -> jax.Array:
     """The weight on the old average after iteration `step` (0-based):

@@ -119,7 +119,7 @@ def init_train_state(config: ml_collections.ConfigDict, rng: jax.Array,
 
 def keeps_generator_ema(config: ml_collections.ConfigDict) -> bool:
     """Whether `config` trains with an average of the generator's weights."""
-    return float(config.optim.get("generator_ema_half_life_images", 0) or 0) > 0
+    return ema_lib.half_life_images(config) > 0
 
 
 def generator_eval_params(state: Any, use_ema: bool = True) -> PyTree:

@@ -100,8 +100,7 @@ class IterationSpec:
                    critic_augment_target=float(l.get("critic_augment_target", 0.0)),
                    critic_augment_speed_images=int(l.get("critic_augment_speed_images",
                                                          100_000)),
-                   generator_ema_half_life_images=float(
-                       config.optim.get("generator_ema_half_life_images", 0) or 0))
+                   generator_ema_half_life_images=generator_ema.half_life_images(config))
         if spec.identity_embedding_norm not in losses.EMBEDDING_NORMS:
             raise ValueError(f"loss.identity_embedding_norm must be one of {losses.EMBEDDING_NORMS}, "
                              f"got {spec.identity_embedding_norm!r}")

@@ -225,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                              writer=writer, every_steps=config.log_every_steps)
     pairs_per_iteration = config.batch_size * k_batches
-    use_ema = bool(config.eval.get("use_generator_ema", True))
+    use_ema = generator_ema.evaluated(config)
 
     logging.info("Training %d -> %d iterations, %d pair batches of %d per iteration on %d "
                  "devices", initial_step, config.num_train_steps, k_batches, config.batch_size,
