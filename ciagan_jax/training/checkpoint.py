@@ -58,6 +58,13 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract: PyTree,
     generator: it never feeds back into training, so switching it on
     partway through a run changes nothing else.
     """
+    if not dataclasses.is_dataclass(abstract):
+        # Plain pytrees (the identity pretraining's dict state) have no
+        # optional fields: restored whole.
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_with_shardings(abstract, shardings)),
+            meta=ocp.args.JsonRestore()))
+        return restored["state"], dict(restored["meta"])
     # Restored field by field, by name, so a checkpoint may lack a field
     # (`generator_ema` is the only one that may) and the rest is filled in.
     on_disk = manager.item_metadata(step)["state"]
