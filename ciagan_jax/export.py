@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -335,15 +336,70 @@ def export_from_workdir(config, workdir: str, export_dir: str,
     report_path = os.path.join(workdir, "eval", "report.json")
     if os.path.exists(report_path):
         with open(report_path, encoding="utf-8") as f:
-            info["evaluation"] = json.load(f)
+            report = json.load(f)
+        if int(report.get("checkpoint_step", step)) == int(step):
+            info["evaluation"] = report
+        else:
+            print(f"note: {report_path} is of iteration {report.get('checkpoint_step')}, not {step}: "
+                  "not recorded in the bundle", file=sys.stderr)
     export_bundle(export_dir, config, variables, batch_sizes, source="checkpoint",
                   num_trained_identities=num_trained, info=info)
+    attach_evaluations(export_dir, os.path.join(workdir, "eval"))
+
+
+# Evaluations of a bundle that `attach_evaluations` records in its info:
+# (info key, file under the evaluation folder, the file's sections to keep).
+ATTACHED_EVALUATIONS = (
+    ("full_photos", os.path.join("full_photos", "full_photos.json"),
+     ("data_dir", "max_photos", "max_train_photos", "seed", "detector", "upsample", "counts",
+      "metrics", "targets", "all_targets_met", "generator_sha256")),
+    ("claims", os.path.join("claims", "report.json"),
+     ("landmark_attack", "face_swap", "diversity", "lfw_verification")),
+)
+
+
+def attach_evaluations(export_dir: str, eval_dir: str) -> list[str]:
+    """Records in `export_dir`'s info the evaluations of its weights found in `eval_dir`.
+
+    `eval_dir/full_photos/full_photos.json` (`evaluation.full_photos --out`)
+    and `eval_dir/claims/report.json` (`evaluation.claims --out`) are
+    attached when they name the bundle's generator by its sha256, so an
+    evaluation of other weights (an older checkpoint) is never presented as
+    this model's. The weights themselves are not touched. Returns the keys
+    attached.
+    """
+    manifest_path = os.path.join(export_dir, MANIFEST_FILE)
+    with open(manifest_path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    sha = manifest["files"][_VARIABLES_FILE]
+    attached = []
+    for key, rel, sections in ATTACHED_EVALUATIONS:
+        path = os.path.join(eval_dir, rel)
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            found = json.load(f)
+        measured = {found.get("generator_sha256")} | {
+            (v.get("source") or {}).get("generator_sha256") or (v.get("model") or {}).get("generator_sha256")
+            for v in found.values() if isinstance(v, dict)}
+        kept = {k: found[k] for k in sections if k in found}
+        if sha not in measured or not kept:
+            print(f"note: {path} does not evaluate this generator (sha256 {sha[:12]}): not recorded",
+                  file=sys.stderr)
+            continue
+        manifest.setdefault("info", {})[key] = kept
+        attached.append(key)
+    if attached:
+        tmp = manifest_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+        os.replace(tmp, manifest_path)
+    return attached
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m ciagan_jax.export --from_model DIR --export_dir OUT [--batch_sizes 1,4,16]`."""
     import argparse  # pylint: disable=g-import-not-at-top
-    import sys  # pylint: disable=g-import-not-at-top
 
     import ciagan_jax  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
 

@@ -67,3 +67,30 @@ def test_identity_out_of_range_is_rejected(smoke_setup, smoke_model):
     lm, mf, _ = _inputs(1, config.image_size, config.num_identities)
     with pytest.raises(ValueError, match="identity"):
         bundle(lm, mf, np.array([config.num_identities], np.int32))
+
+
+def test_evaluations_of_the_bundle_weights_are_attached_and_others_are_not(smoke_setup, tmp_path):
+    import json
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(smoke_setup[2], copy)
+    sha = json.loads((copy / export.MANIFEST_FILE).read_text())["files"]["generator.msgpack"]
+    ev = tmp_path / "eval"
+    (ev / "full_photos").mkdir(parents=True)
+    (ev / "claims").mkdir()
+    full = {"generator_sha256": sha, "counts": {"measured": 3}, "targets": {}, "per_photo": [1, 2, 3]}
+    (ev / "full_photos" / "full_photos.json").write_text(json.dumps(full))
+    # Claims of other weights (an older checkpoint) must not be presented as this bundle's.
+    claims = {"diversity": {"source": {"generator_sha256": "0" * 64}, "mean_distance": 0.4}}
+    (ev / "claims" / "report.json").write_text(json.dumps(claims))
+
+    assert export.attach_evaluations(str(copy), str(ev)) == ["full_photos"]
+    info = export.load_bundle(str(copy)).manifest["info"]
+    assert info["full_photos"] == {"generator_sha256": sha, "counts": {"measured": 3}, "targets": {}}
+    assert "claims" not in info
+
+    claims["diversity"]["source"]["generator_sha256"] = sha
+    (ev / "claims" / "report.json").write_text(json.dumps(claims))
+    assert export.attach_evaluations(str(copy), str(ev)) == ["full_photos", "claims"]
+    # The checksummed files are untouched, so the bundle still verifies and loads.
+    assert export.load_bundle(str(copy)).manifest["info"]["claims"]["diversity"]["mean_distance"] == 0.4

@@ -59,6 +59,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ciagan_jax.evaluation.claims import model_fingerprint
 from ciagan_jax.io import json_files
 
 FORMAT = "ciagan_jax.full_photos/1"
@@ -671,6 +672,7 @@ def evaluate_full_photos(data_dir: str, model_dir: str, out_dir: str, *,
 
     result = {
         "format": FORMAT, "data_dir": os.path.abspath(data_dir), "model": os.path.abspath(model_dir),
+        "generator_sha256": model_fingerprint(model_dir),
         "seed": seed, "max_photos": max_photos, "max_train_photos": max_train_photos,
         "detector": "hog", "upsample": 1,
         "counts": counts, "metrics": metrics, "targets": targets,

@@ -62,6 +62,8 @@ def test_full_run_reports_every_metric_target_and_output(full_run):
     result, out, _ = full_run
     on_disk = json.loads((out / "full_photos.json").read_text())
     assert on_disk["metrics"] == result["metrics"]
+    # Names the weights it measured, so an export attaches it only to them.
+    assert len(on_disk["generator_sha256"]) == 64
     m = result["metrics"]
     for key in ("share", "count", "n"):
         assert key in m["replaced"] and key in m["redetected"] and key in m["within_threshold_of_own"]
