@@ -379,9 +379,11 @@ def attach_evaluations(export_dir: str, eval_dir: str) -> list[str]:
             continue
         with open(path, encoding="utf-8") as f:
             found = json.load(f)
+        # A file names its weights at the top (full photos) or per section, in
+        # the section's "source" (claims) or "model" (LFW).
         measured = {found.get("generator_sha256")} | {
-            (v.get("source") or {}).get("generator_sha256") or (v.get("model") or {}).get("generator_sha256")
-            for v in found.values() if isinstance(v, dict)}
+            ref.get("generator_sha256") for v in found.values() if isinstance(v, dict)
+            for ref in (v.get("source"), v.get("model")) if isinstance(ref, dict)}
         kept = {k: found[k] for k in sections if k in found}
         if sha not in measured or not kept:
             print(f"note: {path} does not evaluate this generator (sha256 {sha[:12]}): not recorded",
