@@ -29,6 +29,9 @@ def test_shipped_bundle_records_its_trained_identities_data_steps_and_evaluation
     assert info["data"]["num_train_identities"] == manifest["num_trained_identities"]
     assert {"celeba_wild", "celeba_train"} <= set(info["data"]["inputs"])
     assert "rows" in info["evaluation"] and "ciagan" in info["evaluation"]["rows"]
+    assert info["evaluation"]["checkpoint_step"] == info["training_step"]
+    # The full-photo figures are of these very weights.
+    assert info["full_photos"]["generator_sha256"] == manifest["files"]["generator.msgpack"]
     size = sum(os.path.getsize(os.path.join(pretrained.model_dir(), f))
                for f in os.listdir(pretrained.model_dir()))
     assert size <= 20 * 2**20
