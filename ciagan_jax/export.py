@@ -358,6 +358,11 @@ ATTACHED_EVALUATIONS = (
 )
 
 
+def _weights_refs(section: Mapping[str, Any]) -> set[str]:
+    return {ref.get("generator_sha256") for ref in (section.get("source"), section.get("model"))
+            if isinstance(ref, dict)}
+
+
 def attach_evaluations(export_dir: str, eval_dir: str) -> list[str]:
     """Records in `export_dir`'s info the evaluations of its weights found in `eval_dir`.
 
@@ -379,13 +384,15 @@ def attach_evaluations(export_dir: str, eval_dir: str) -> list[str]:
             continue
         with open(path, encoding="utf-8") as f:
             found = json.load(f)
-        # A file names its weights at the top (full photos) or per section, in
-        # the section's "source" (claims) or "model" (LFW).
-        measured = {found.get("generator_sha256")} | {
-            ref.get("generator_sha256") for v in found.values() if isinstance(v, dict)
-            for ref in (v.get("source"), v.get("model")) if isinstance(ref, dict)}
-        kept = {k: found[k] for k in sections if k in found}
-        if sha not in measured or not kept:
+        # A file names its weights at the top (full photos), or each section
+        # in its "source" (claims) or "model" (LFW): a claims report merged
+        # over several exports keeps only the sections of these weights.
+        if "generator_sha256" in found:
+            kept = {k: found[k] for k in sections if k in found} if found["generator_sha256"] == sha else {}
+        else:
+            kept = {k: found[k] for k in sections
+                    if isinstance(found.get(k), dict) and sha in _weights_refs(found[k])}
+        if not kept:
             print(f"note: {path} does not evaluate this generator (sha256 {sha[:12]}): not recorded",
                   file=sys.stderr)
             continue

@@ -89,8 +89,9 @@ def test_evaluations_of_the_bundle_weights_are_attached_and_others_are_not(smoke
     assert info["full_photos"] == {"generator_sha256": sha, "counts": {"measured": 3}, "targets": {}}
     assert "claims" not in info
 
-    claims["diversity"]["source"]["generator_sha256"] = sha
+    # A report merged over two exports: only the section of these weights is kept.
+    claims["face_swap"] = {"source": {"generator_sha256": sha}, "chance": 2.6}
     (ev / "claims" / "report.json").write_text(json.dumps(claims))
     assert export.attach_evaluations(str(copy), str(ev)) == ["full_photos", "claims"]
     # The checksummed files are untouched, so the bundle still verifies and loads.
-    assert export.load_bundle(str(copy)).manifest["info"]["claims"]["diversity"]["mean_distance"] == 0.4
+    assert export.load_bundle(str(copy)).manifest["info"]["claims"] == {"face_swap": claims["face_swap"]}
