@@ -65,6 +65,29 @@ def _read_variables(path: str) -> dict[str, Any]:
             raise BundleError(f"{path}: not a readable msgpack file ({e})") from e
 
 
+def model_fingerprint(path: str | os.PathLike | None) -> str | None:
+    """sha256 of the weights file a bundle or saved generator records (None if it records none).
+
+    Reports name the weights, not only the path: a bundle can be re-exported
+    in place (the shipped model was, during this evaluation's development).
+    """
+    if not path:
+        return None
+    for name, key in ((MANIFEST_FILE, "files"), ("model.json", None)):
+        f = os.path.join(os.fspath(path), name)
+        if not os.path.isfile(f):
+            continue
+        try:
+            with open(f, encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except (OSError, json.JSONDecodeError):
+            return None
+        value = (meta.get(key) or {}).get(_VARIABLES_FILE) if key else meta.get("sha256")
+        if value:
+            return str(value)
+    return None
+
+
 def export_bundle(export_dir: str, config, variables: Mapping[str, Any],
                   batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, *,
                   platforms: Sequence[str] = DEFAULT_PLATFORMS,

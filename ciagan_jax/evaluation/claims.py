@@ -45,6 +45,7 @@ from typing import Any, Callable, Mapping, Sequence
 import ciagan_jax  # noqa: F401  (XLA CPU flags before JAX starts)
 import numpy as np
 
+from ciagan_jax.export import model_fingerprint
 from ciagan_jax.io import json_files
 
 PARTS = ("landmark_attack", "face_swap", "diversity")
@@ -93,29 +94,6 @@ def _generate_all(generate, recs: Mapping[str, np.ndarray], controls: np.ndarray
                                 controls[sl]))
             bar.update(len(out[-1]))
     return np.concatenate(out)
-
-
-def model_fingerprint(path: str | os.PathLike | None) -> str | None:
-    """sha256 of the weights file a bundle or saved generator records (None if it records none).
-
-    Reports name the weights, not only the path: a bundle can be re-exported
-    in place (the shipped model was, during this evaluation's development).
-    """
-    if not path:
-        return None
-    for name, key in (("export.json", "files"), ("model.json", None)):
-        f = os.path.join(os.fspath(path), name)
-        if not os.path.isfile(f):
-            continue
-        try:
-            with open(f, encoding="utf-8") as fh:
-                meta = json.load(fh)
-        except (OSError, json.JSONDecodeError):
-            return None
-        value = (meta.get(key) or {}).get("generator.msgpack") if key else meta.get("sha256")
-        if value:
-            return str(value)
-    return None
 
 
 def check_model_matches_records(num_trained: int, data_dir: str) -> None:

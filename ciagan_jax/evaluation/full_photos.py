@@ -59,7 +59,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ciagan_jax.evaluation.claims import model_fingerprint
+from ciagan_jax.export import model_fingerprint
 from ciagan_jax.io import json_files
 
 FORMAT = "ciagan_jax.full_photos/1"

@@ -606,7 +606,7 @@ def _build_anonymizers(rows: Sequence[str], model, seed: int, timer: Timer
         with timer("compile generator"):
             _warm_up(model)
         out[row] = ciagan_anonymizer(model, seed=seed)
-        from ciagan_jax.evaluation.claims import model_fingerprint  # pylint: disable=g-import-not-at-top
+        from ciagan_jax.export import model_fingerprint  # pylint: disable=g-import-not-at-top
 
         info = {"path": os.path.abspath(model.path), "kind": model.kind,
                 "image_size": model.image_size, "trained_identities": model.num_trained_identities,
