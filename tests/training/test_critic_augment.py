@@ -120,7 +120,9 @@ def test_iteration_augments_only_the_critic_and_carries_the_adaptive_p_in_the_st
     # Two critic steps of 4 reals move p by 8 / 8 = 1 step of the clip: to 0 or 1.
     want = 1.0 if off["critic_real_sign"] > 0.6 else 0.0
     assert float(state.augment_p) == want and off["augment_p"] == 0.0
-    _, on = iteration(fresh().replace(augment_p=jnp.float32(1.0)), batches)
+    # Placed like the state's own p: an unplaced scalar would compile a second program.
+    p_on = jax.device_put(jnp.float32(1.0), shardings.augment_p)
+    _, on = iteration(fresh().replace(augment_p=p_on), batches)
     on = jax.device_get(on)
     assert all(np.isfinite(v) for v in on.values()), on
     assert on["augment_p"] == 1.0
