@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _synthetic import iteration_inputs, pair_batch
+from _synthetic import initial_state, iteration_inputs, pair_batch
 
 from ciagan_jax.backends import plain, xla_cpu
 from ciagan_jax.config_loading import load_config
@@ -279,7 +279,7 @@ def test_identity_step_with_rerun_resnet_stages_updates_weights_and_stats_identi
         model = steps._Model(factory.build_networks(config, CPU),
                              steps.IterationSpec.from_config(config))
         tx = state_lib.make_optimizers(config).identity
-        net = state_lib.init_train_state(config, state_lib.seed_key(0)).identity
+        net = initial_state(config).identity
         batch = pair_batch(4, config.image_size, config.num_identities)
         fn = lambda n, b: steps.identity_step(model, tx, n, b)  # noqa: E731
         # No tracer of the forward pass may leak into a block's rerun.
@@ -299,7 +299,7 @@ def test_wgan_gp_critic_step_is_the_same_on_the_plain_and_cpu_backends():
     config = load_config(os.path.join(REPO, "configs", "release.py:smoke"), ["loss.gan=wgan_gp"])
     spec = steps.IterationSpec.from_config(config)
     tx = state_lib.make_optimizers(config).discriminator
-    st = state_lib.init_train_state(config, state_lib.seed_key(0))
+    st = initial_state(config)
     s, n = config.image_size, config.num_identities
     fake, real = pair_batch(4, s, n), pair_batch(4, s, n)
     fake["landmarks"], real["landmarks"] = fake["partner_image"], real["partner_image"]
@@ -323,7 +323,7 @@ def _generator_setup(overrides):
     config = load_config(os.path.join(REPO, "configs", "release.py:smoke"),
                          ["loss.identity_weight=10.0", *overrides])
     model = steps._Model(factory.build_networks(config, CPU), steps.IterationSpec.from_config(config))
-    st = state_lib.init_train_state(config, state_lib.seed_key(0))
+    st = initial_state(config)
     b = pair_batch(4, config.image_size, config.num_identities)
     b["landmarks"] = b["partner_image"] * 0.5
     return model, (st.generator, st.discriminator, st.identity), b

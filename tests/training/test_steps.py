@@ -15,7 +15,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from _synthetic import iteration_inputs, pair_batch
+from _synthetic import initial_state, iteration_inputs, pair_batch
 
 from ciagan_jax.config_loading import load_config
 from ciagan_jax.data import pipeline
@@ -82,7 +82,7 @@ def test_margin_identity_term_is_falcos_cosine_margin_to_the_source_face():
     config = load_config("release:smoke", ["loss.identity=margin", "loss.identity_margin=0.5"])
     model = steps._Model(factory.build_networks(config, plain.PLAIN),
                          steps.IterationSpec.from_config(config))
-    st = state_lib.init_train_state(config, state_lib.seed_key(0))
+    st = initial_state(config)
     b = pair_batch(4, config.image_size, config.num_identities)
     b["landmarks"] = b["partner_image"] * 0.5
     loss_fn = steps.generator_loss(model, st.generator, st.discriminator, st.identity, b)
