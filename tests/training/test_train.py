@@ -29,6 +29,8 @@ from ciagan_jax.training import checkpoint as ckpt_lib
 from ciagan_jax.training import mesh as mesh_lib
 from ciagan_jax.training import state as state_lib
 
+from _synthetic import initial_state
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--config.batch_size=8", "--config.schedule.critic_steps=1",
         "--config.num_train_steps=4", "--config.checkpoint_every_steps=2",
@@ -284,7 +286,7 @@ def test_new_run_starts_its_generator_and_its_average_from_a_saved_one_and_refus
     serialization.save_generator(str(saved), config,
                                  checkpoint.load_generator_variables(config, str(wd)))
     config.init_generator_from = str(saved)
-    fresh = state_lib.init_train_state(config, state_lib.seed_key(0))
+    fresh = initial_state(config)
     started = train.warm_start_generator(config, fresh)
     want = serialization.load_generator(str(saved)).variables
     for (path, got), exp in zip(_leaves(started.generator.params),
@@ -294,7 +296,7 @@ def test_new_run_starts_its_generator_and_its_average_from_a_saved_one_and_refus
     averaged = copy.deepcopy(config)
     averaged.optim.generator_ema_half_life_images = 1000
     with_avg = train.warm_start_generator(
-        averaged, state_lib.init_train_state(averaged, state_lib.seed_key(0)))
+        averaged, initial_state(averaged))
     jax.tree.map(np.testing.assert_array_equal, with_avg.generator_ema, with_avg.generator.params)
     for a, b in zip(jax.tree.leaves(started.discriminator), jax.tree.leaves(fresh.discriminator)):
         np.testing.assert_array_equal(a, b)
@@ -308,5 +310,4 @@ def test_new_run_starts_its_generator_and_its_average_from_a_saved_one_and_refus
     wider.model.generator.bottleneck_features *= 2
     wider.init_generator_from = str(saved)
     with pytest.raises(serialization.ModelFormatError, match=str(saved)):
-        train.warm_start_generator(wider, state_lib.init_train_state(wider,
-                                                                     state_lib.seed_key(0)))
+        train.warm_start_generator(wider, initial_state(wider))
