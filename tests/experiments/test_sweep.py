@@ -98,3 +98,27 @@ def test_translation_comparison_plans_the_three_families_on_one_wall_clock_budge
     assert modes["pix2pix"] == modes["cyclegan"] == ["train", "evaluate"]
     assert modes["ciagan"][-2:] == ["train", "evaluate"]
     assert sweep._model_eval_row({"rows": {"original": {"n": 1}, "pix2pix": {"n": 2}}}) == {"n": 2}
+
+
+def test_margin_sweep_plans_three_margins_at_one_iteration_count_sharing_one_guide(tmp_path):
+    guide = tmp_path / "guide"
+    cmd = [sys.executable, "experiments/sweep.py", "experiments/margin_sweep.py",
+           "--root", str(tmp_path), "--evaluate", "--dry-run",
+           "--set", "data.dir=/records", "--set", f"pretrain.dir={guide}"]
+    plan = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    modes = _planned_modes(plan.stdout)
+    assert modes == {f"margin_{m}": ["pretrain_identity", "train", "evaluate"]
+                     for m in ("0", "0.5", "0.9")}
+    for line in _planned_commands(plan.stdout):
+        name = line.split("--workdir=")[1].split()[0].rsplit("/", 1)[-1]
+        assert "--config.loss.identity=margin" in line, line
+        assert f"--config.loss.identity_margin={float(name.split('_')[1])}" in line, line
+        assert "--config.num_train_steps=4000" in line, line
+        assert f"--config.pretrain.dir={guide}" in line, line
+    # The smoke variant keeps the smoke config's own length.
+    smoke = subprocess.run([*cmd[:2], "experiments/margin_sweep.py:smoke", *cmd[3:]], cwd=REPO,
+                           capture_output=True, text=True)
+    assert smoke.returncode == 0, smoke.stderr[-3000:]
+    assert all("num_train_steps" not in line and ":smoke" in line
+               for line in _planned_commands(smoke.stdout))
