@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import subprocess
 import sys
@@ -100,7 +101,7 @@ def test_translation_comparison_plans_the_three_families_on_one_wall_clock_budge
     assert sweep._model_eval_row({"rows": {"original": {"n": 1}, "pix2pix": {"n": 2}}}) == {"n": 2}
 
 
-def test_margin_sweep_plans_three_margins_at_one_iteration_count_sharing_one_guide(tmp_path):
+def test_margin_sweep_plans_three_margins_fine_tuning_the_shipped_model_sharing_one_guide(tmp_path):
     guide = tmp_path / "guide"
     cmd = [sys.executable, "experiments/sweep.py", "experiments/margin_sweep.py",
            "--root", str(tmp_path), "--evaluate", "--dry-run",
@@ -114,11 +115,14 @@ def test_margin_sweep_plans_three_margins_at_one_iteration_count_sharing_one_gui
         name = line.split("--workdir=")[1].split()[0].rsplit("/", 1)[-1]
         assert "--config.loss.identity=margin" in line, line
         assert f"--config.loss.identity_margin={float(name.split('_')[1])}" in line, line
-        assert "--config.num_train_steps=4000" in line, line
+        assert "--config.num_train_steps=1500" in line, line
+        shipped = line.split("--config.init_generator_from=")[1].split()[0]
+        assert os.path.isfile(os.path.join(shipped, "generator.msgpack")), line
         assert f"--config.pretrain.dir={guide}" in line, line
     # The smoke variant keeps the smoke config's own length.
     smoke = subprocess.run([*cmd[:2], "experiments/margin_sweep.py:smoke", *cmd[3:]], cwd=REPO,
                            capture_output=True, text=True)
     assert smoke.returncode == 0, smoke.stderr[-3000:]
-    assert all("num_train_steps" not in line and ":smoke" in line
+    assert all("num_train_steps" not in line and "init_generator_from" not in line
+               and ":smoke" in line
                for line in _planned_commands(smoke.stdout))
