@@ -25,18 +25,18 @@ pretrains it, the others find it final (same seed and data, so the same
 guide each would have trained).
 """
 
-import pathlib
+from ciagan_jax import pretrained
 
 MARGINS = (0.0, 0.5, 0.9)
 ITERATIONS = 1500  # Fine-tuning steps per run, on top of the shipped model's 8,400.
-SHIPPED = pathlib.Path(__file__).resolve().parents[1] / "ciagan_jax" / "pretrained" / "ciagan_celeba64"
 
 
 def get_sweep(arg=None):
     smoke = arg == "smoke"
     config = "configs/cpu_celeba64.py" + (":smoke" if smoke else "")
     # The smoke networks are smaller than the shipped one, so they start from random weights.
-    start = {} if smoke else {"num_train_steps": ITERATIONS, "init_generator_from": str(SHIPPED)}
+    start = {} if smoke else {"num_train_steps": ITERATIONS,
+                              "init_generator_from": pretrained.model_dir()}
     return [{"name": f"margin_{m:g}", "config": config,
              "overrides": {"loss.identity": "margin", "loss.identity_margin": m, **start}}
             for m in MARGINS]
